@@ -1,0 +1,151 @@
+"""The ASGI application: the /v1 hot routes on raw ASGI, everything else on FastAPI.
+
+FastAPI hosts health, the OpenAPI document and (later) the admin API; the dispatcher in front of it
+sends the proxied routes straight to `Gateway.handle` so they pay for no per-route framework work.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion import __version__
+from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
+from bastion.api.gateway import ENDPOINTS, Gateway
+from bastion.auth import OpenAuthenticator
+from bastion.billing import FreeAdmission
+from bastion.config import Catalog, Settings, load_catalog
+from bastion.errors import ApiError, internal_error, invalid_request, method_not_allowed, not_found
+from bastion.proxy.providers import Provider, build_provider
+from bastion.proxy.routing import Router
+
+log = logging.getLogger("bastion")
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("bastion") / "demo.yaml"))
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    return load_catalog(demo_config_path() if settings.demo else settings.config)
+
+
+class BastionApp:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.providers: dict[str, Provider] = {
+            name: build_provider(config) for name, config in catalog.providers.items()
+        }
+        self.gateway = Gateway(
+            Router(catalog, self.providers),
+            authenticator=OpenAuthenticator(),
+            admission=FreeAdmission(),
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self.endpoints = {endpoint.path: endpoint for endpoint in ENDPOINTS}
+        self.web = build_web_app(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is None:
+                await self.web(scope, receive, _with_request_id(send, request_id_for(scope)))
+            elif scope["method"] == "POST":
+                await self.gateway.handle(endpoint, scope, receive, send)
+            else:
+                error = method_not_allowed(scope["method"], scope["path"], "POST")
+                await self.gateway.reject(error, scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def startup(self) -> None:
+        for provider in self.providers.values():
+            await provider.start()
+        log.info(
+            "bastion %s serving %d models from %s", __version__, len(self.catalog.models), self.catalog.source
+        )
+
+    async def shutdown(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    encoded = request_id.encode("ascii")
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
+        await send(message)
+
+    return send_with_id
+
+
+def _envelope(error: ApiError) -> Response:
+    return Response(
+        error.body(), status_code=error.status, headers=error.headers, media_type="application/json"
+    )
+
+
+def build_web_app(bastion: BastionApp) -> FastAPI:
+    web = FastAPI(title="Bastion", version=__version__)
+
+    @web.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _envelope(not_found(request.url.path))
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("allow", "")
+            return _envelope(method_not_allowed(request.method, request.url.path, allowed))
+        return _envelope(
+            ApiError(exc.status_code, "invalid_request", "invalid_request_error", str(exc.detail))
+        )
+
+    @web.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _envelope(invalid_request(str(first.get("msg", "Invalid request.")), param))
+
+    @web.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.error("internal error path=%s", request.url.path, exc_info=exc)
+        return _envelope(internal_error())
+
+    @web.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive (no dependency is checked)."""
+        return {"status": "ok"}
+
+    return web
+
+
+def create_app(settings: Settings | None = None) -> BastionApp:
+    """uvicorn's factory: settings from the environment, the models file they name."""
+    settings = settings or Settings()
+    return BastionApp(settings, catalog_for(settings))

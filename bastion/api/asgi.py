@@ -1,0 +1,96 @@
+"""Raw ASGI plumbing for the hot routes: headers, request ids, bounded bodies, responses.
+
+The /v1 routes run on this instead of FastAPI's per-route machinery, which roughly halves throughput
+at 32 connections on this class of machine (shared/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from bastion.errors import ApiError, invalid_request, request_too_large
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:=+/-]{1,128}")
+JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was in."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def request_id_for(scope: Scope) -> str:
+    """The client's x-request-id if it is sane (length, charset), else a fresh one."""
+    given = header(scope, b"x-request-id")
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return "req_" + os.urandom(12).hex()
+
+
+def require_json_content_type(scope: Scope) -> None:
+    content_type = header(scope, b"content-type")
+    if content_type is None:
+        return  # lenient: some clients omit it for JSON bodies
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media != b"application/json" and not media.endswith(b"+json"):
+        raise invalid_request(
+            f"Content-Type must be application/json, not '{media.decode('latin-1')}'.",
+        )
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing anything over `limit` bytes before reading past it."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise request_too_large(limit)
+        except ValueError:
+            raise invalid_request("Content-Length is not a number.") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise request_too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ApiError, extra_headers: RawHeaders) -> None:
+    headers = [*JSON_HEADERS, *extra_headers]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    await send_bytes(send, error.status, error.body(), headers)

@@ -1,0 +1,183 @@
+"""The request path, top to bottom: authenticate, parse and validate, route, admit, forward, settle.
+
+Every proxied endpoint is an `Endpoint` (path, upstream kind, body checks) served by the one
+`Gateway.handle`, so authentication, limits, billing and error handling exist exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bastion.api.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    request_id_for,
+    require_json_content_type,
+)
+from bastion.api.exchange import DisconnectWatch, Exchange
+from bastion.api.validation import check_chat, require_model
+from bastion.auth import Authenticator
+from bastion.billing import Admission, Outcome
+from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
+from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
+from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
+from bastion.proxy.routing import Route, Router
+
+log = logging.getLogger("bastion.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    path: str  # the client-facing route
+    kind: str  # the endpoint kind a model must serve
+    upstream_path: str  # appended to the provider's base URL
+    check: Callable[[dict[str, Any]], None]
+
+
+CHAT = Endpoint("/v1/chat/completions", "chat", "/chat/completions", check_chat)
+ENDPOINTS = (CHAT,)
+
+
+class Gateway:
+    def __init__(
+        self, router: Router, authenticator: Authenticator, admission: Admission, max_body_bytes: int
+    ) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.admission = admission
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send, request_id_for(scope))
+        try:
+            await self._serve(endpoint, exchange)
+        except ApiError as error:
+            await exchange.fail(error)
+        except ClientDisconnected:
+            pass
+        except Exception:
+            log.exception("internal error request_id=%s path=%s", exchange.request_id, endpoint.path)
+            await exchange.fail(internal_error())
+
+    async def reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+        await Exchange(scope, receive, send, request_id_for(scope)).fail(error)
+
+    async def _serve(self, endpoint: Endpoint, exchange: Exchange) -> None:
+        scope = exchange.scope
+        principal = await self.authenticator.authenticate(header(scope, b"authorization"))
+        body = await self._parse_body(exchange)
+        model_id = require_model(body)
+        endpoint.check(body)
+        if not principal.may_use(model_id):
+            raise model_not_found(model_id)
+        route = self.router.resolve(model_id, endpoint.kind)
+        ticket = await self.admission.admit(principal, route, body)
+        exchange.headers += ticket.headers
+        outcome = Outcome(status=502)
+        try:
+            await self._forward(endpoint, route, body, exchange, outcome)
+        finally:
+            await self.admission.settle(ticket, outcome)
+
+    async def _parse_body(self, exchange: Exchange) -> dict[str, Any]:
+        require_json_content_type(exchange.scope)
+        raw = await read_body(exchange.scope, exchange.receive, self.max_body_bytes)
+        if not raw.strip():
+            raise invalid_request("The request body is empty; expected a JSON object.")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            try:  # orjson refuses integers past 64 bits; the stdlib keeps them exact
+                body = json.loads(raw)
+            except ValueError:
+                raise invalid_request("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise invalid_request("The request body must be a JSON object.")
+        return body
+
+    async def _forward(
+        self, endpoint: Endpoint, route: Route, body: dict[str, Any], exchange: Exchange, outcome: Outcome
+    ) -> None:
+        stream = body.get("stream") is True
+        request = UpstreamRequest(
+            path=endpoint.upstream_path,
+            body=_upstream_body(body, route.target.deployment.model),
+            payload=body,
+            stream=stream,
+            request_id=exchange.request_id,
+            public_model=route.model.id,
+        )
+        watch = DisconnectWatch(exchange.receive)
+        response: UpstreamResponse | None = None
+        try:
+            response = await route.target.provider.send(request)
+            if stream:
+                await self._relay_stream(route, response, exchange, outcome)
+            else:
+                await self._relay_json(route, response, exchange, outcome)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            outcome.client_disconnected = True
+            if response is not None:
+                response.abort()
+        finally:
+            watch.close()
+
+    async def _relay_json(
+        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome
+    ) -> None:
+        if not 200 <= response.status < 300:
+            raise await read_error(response, route)
+        answer, parsed = await read_json_answer(response, route)
+        outcome.status = response.status
+        outcome.usage = usage_of(parsed)
+        await exchange.respond(response.status, answer)
+
+    async def _relay_stream(
+        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome
+    ) -> None:
+        if not 200 <= response.status < 300:
+            raise await read_error(response, route)
+        if response.content_type != "text/event-stream":
+            await response.read()
+            raise upstream_error(
+                f"The upstream for model '{route.model.id}' did not answer with an event stream."
+            )
+        relay = StreamRelay(route)
+        await exchange.start_stream()
+        outcome.status = 200
+        try:
+            async for data in response.chunks():
+                out = relay.feed(data)
+                if out:
+                    await exchange.write(out)
+                if relay.done:
+                    break
+            await exchange.end(relay.finish())
+            response.release()
+        except ApiError as error:
+            outcome.status = error.status
+            await exchange.fail(error)
+        finally:
+            outcome.usage = relay.usage
+
+
+def _upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
+    """The client's body with only `model` replaced."""
+    body["model"] = upstream_model
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer past 64 bits, kept exact by the stdlib parser
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,128 @@
+"""Request checks that run before anything goes upstream. Each error names the field in `param`.
+
+Only the shape is checked: types of OpenAI's fields and the message structure. Fields Bastion does not
+know pass through untouched, and value ranges that differ between upstreams are left to the upstream.
+Explicit nulls are accepted wherever OpenAI accepts them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.errors import invalid_request
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INTEGERS = {"max_tokens": 1, "max_completion_tokens": 1, "n": 1, "top_logprobs": 0, "seed": None}
+_BOOLEANS = ("stream", "logprobs", "parallel_tool_calls", "store")
+_OBJECTS = ("stream_options", "response_format", "logit_bias", "metadata")
+
+
+def _is_int(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise invalid_request("Missing required parameter: 'model'.", "model")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid_request("'model' must be a non-empty string.", "model")
+    return model
+
+
+def check_common_fields(body: dict[str, Any]) -> None:
+    """Type checks of OpenAI's optional scalar and object fields."""
+    for name in _BOOLEANS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise invalid_request(f"'{name}' must be a boolean.", name)
+    for name in _NUMBERS:
+        value = body.get(name)
+        if value is not None and not _is_number(value):
+            raise invalid_request(f"'{name}' must be a number.", name)
+    for name, minimum in _INTEGERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _is_int(value):
+            raise invalid_request(f"'{name}' must be an integer.", name)
+        if minimum is not None and value < minimum:
+            raise invalid_request(f"'{name}' must be at least {minimum}.", name)
+    for name in _OBJECTS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise invalid_request(f"'{name}' must be an object.", name)
+    include_usage = (body.get("stream_options") or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise invalid_request(
+            "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"
+        )
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise invalid_request("'stop' must be a string or an array of strings.", "stop")
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise invalid_request("'tools' must be an array of objects.", "tools")
+
+
+def check_chat(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if messages is None:
+        raise invalid_request("Missing required parameter: 'messages'.", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' must be a non-empty array of message objects.", "messages")
+    for index, message in enumerate(messages):
+        _check_message(message, f"messages[{index}]")
+    check_common_fields(body)
+
+
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise invalid_request(f"'{where}' must be an object with a role and content.", where)
+    role = message.get("role")
+    if role not in ROLES:
+        shown = f"'{role}'" if isinstance(role, str) else "missing" if role is None else "not a string"
+        raise invalid_request(
+            f"Invalid role {shown} in '{where}.role'; expected one of: {', '.join(ROLES)}.", f"{where}.role"
+        )
+    content = message.get("content")
+    content_where = f"{where}.content"
+    if content is None:
+        if role in ("system", "developer", "user", "tool"):
+            raise invalid_request(f"Missing required parameter: '{content_where}'.", content_where)
+    elif isinstance(content, list):
+        if not content and role != "assistant":
+            raise invalid_request(f"'{content_where}' must not be an empty array.", content_where)
+        for index, part in enumerate(content):
+            _check_part(part, f"{content_where}[{index}]")
+    elif not isinstance(content, str):
+        raise invalid_request(
+            f"'{content_where}' must be a string or an array of content parts.", content_where
+        )
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise invalid_request(f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id")
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        raise invalid_request(f"'{where}.name' must be a string.", f"{where}.name")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and not (
+        isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)
+    ):
+        raise invalid_request(f"'{where}.tool_calls' must be an array of objects.", f"{where}.tool_calls")
+
+
+def _check_part(part: Any, where: str) -> None:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise invalid_request(f"'{where}' must be an object with a string 'type'.", f"{where}.type")
+    if part["type"] == "text" and not isinstance(part.get("text"), str):
+        raise invalid_request(f"'{where}.text' must be a string.", f"{where}.text")

@@ -1,0 +1,82 @@
+"""OpenAI's error envelope and the one exception type that carries it.
+
+Every failure Bastion answers, from any route, is an `ApiError` rendered by `ApiError.body()`:
+``{"error": {"message", "type", "code", "param"}}``. The constructors below are the rows of the
+contract's error table, so a status, code and type never drift apart.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class ApiError(Exception):
+    """An error answer: status, OpenAI-style code and type, a human message, the offending field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        type_: str,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.type = type_
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def payload(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.payload())
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
+
+
+def invalid_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request", "invalid_request_error", message, param)
+
+
+def model_not_found(model: str, reason: str = "does not exist") -> ApiError:
+    return ApiError(
+        400, "model_not_found", "invalid_request_error", f"The model '{model}' {reason}.", "model"
+    )
+
+
+def not_found(path: str) -> ApiError:
+    return ApiError(404, "not_found", "invalid_request_error", f"Unknown route: {path}")
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> ApiError:
+    return ApiError(
+        405,
+        "method_not_allowed",
+        "invalid_request_error",
+        f"Method {method} is not allowed on {path}; use {allowed}.",
+        headers={"allow": allowed},
+    )
+
+
+def request_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "request_too_large", "invalid_request_error", f"Request body is larger than {limit} bytes."
+    )
+
+
+def upstream_error(message: str) -> ApiError:
+    return ApiError(502, "upstream_error", "upstream_error", message)
+
+
+def service_unavailable(message: str) -> ApiError:
+    return ApiError(503, "service_unavailable", "server_error", message)
+
+
+def internal_error() -> ApiError:
+    return ApiError(500, "internal_error", "server_error", "Internal error; the request was not completed.")

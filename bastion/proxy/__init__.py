@@ -1,0 +1,1 @@
+"""Everything between a validated request and the upstream: routing, providers, relaying answers."""

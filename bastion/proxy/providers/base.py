@@ -1,0 +1,64 @@
+"""The provider interface: what the request path needs from an upstream, HTTP or built in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.config import ProviderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    path: str  # relative to the provider's base URL, e.g. "/chat/completions"
+    body: bytes  # exactly what goes on the wire
+    payload: dict[str, Any]  # the same body, parsed (model already rewritten)
+    stream: bool
+    request_id: str
+    public_model: str  # for messages only; never sent upstream
+
+
+class UpstreamResponse(ABC):
+    """An upstream answer whose headers have arrived; the body is read or streamed next."""
+
+    status: int
+    content_type: str  # lower-case media type without parameters
+    headers: Mapping[str, str]
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The whole body. Raises ApiError(502) if the upstream breaks off."""
+
+    @abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive. Raises ApiError(502) if the upstream breaks off or stalls."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """The body was consumed: the connection may serve another request."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Stop now: close the upstream connection so the upstream stops generating."""
+
+
+class Provider(ABC):
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open pools; called once at application start."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Close pools; called once at application shutdown."""
+
+    @abstractmethod
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send the request; return once the upstream's status and headers are in."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never reach a client (keys, internal URLs)."""
+        return ()

@@ -1,0 +1,93 @@
+"""Which upstream serves a request: public model id -> a weighted choice among its deployments."""
+
+from __future__ import annotations
+
+import random
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from itertools import accumulate
+
+import orjson
+
+from bastion.config import Catalog, Deployment, ModelConfig
+from bastion.errors import model_not_found
+from bastion.proxy.providers import Provider
+
+
+class ModelNameRestorer:
+    """Puts the public model id back where the upstream wrote its own name, without re-encoding JSON.
+
+    Only a `"model": "<upstream name>"` key/value matches: inside a JSON string every quote is escaped,
+    so generated text that merely mentions the name is never touched.
+    """
+
+    __slots__ = ("_pattern", "_public", "identity")
+
+    def __init__(self, upstream_name: str, public_id: str) -> None:
+        self.identity = upstream_name == public_id
+        encoded = orjson.dumps(upstream_name)[1:-1]
+        self._pattern = re.compile(rb'("model"\s*:\s*)"' + re.escape(encoded) + rb'"')
+        self._public = orjson.dumps(public_id)
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.identity or b'"model"' not in data:
+            return data
+        return self._pattern.sub(self._replace, data)
+
+    def count(self, data: bytes) -> tuple[bytes, int]:
+        if self.identity:
+            return data, 0
+        return self._pattern.subn(self._replace, data)
+
+    def _replace(self, match: re.Match[bytes]) -> bytes:
+        return match.group(1) + self._public
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment: Deployment
+    provider: Provider
+    restore_model: ModelNameRestorer
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: ModelConfig
+    target: Target
+
+
+class _Choices:
+    __slots__ = ("cumulative", "targets", "total")
+
+    def __init__(self, targets: list[Target]) -> None:
+        self.targets = [t for t in targets if t.deployment.weight > 0]
+        self.cumulative = list(accumulate(t.deployment.weight for t in self.targets))
+        self.total = self.cumulative[-1]
+
+    def pick(self) -> Target:
+        if len(self.targets) == 1:
+            return self.targets[0]
+        return self.targets[bisect_right(self.cumulative, random.random() * self.total)]
+
+
+class Router:
+    def __init__(self, catalog: Catalog, providers: dict[str, Provider]) -> None:
+        self.catalog = catalog
+        self._choices = {
+            model.id: _Choices(
+                [
+                    Target(d, providers[d.provider], ModelNameRestorer(d.model, model.id))
+                    for d in model.deployments
+                ]
+            )
+            for model in catalog.models.values()
+        }
+
+    def resolve(self, model_id: str, kind: str) -> Route:
+        model = self.catalog.models.get(model_id)
+        if model is None:
+            raise model_not_found(model_id)
+        if not model.serves(kind):
+            raise model_not_found(model_id, f"does not serve the {kind} endpoint")
+        return Route(model, self._choices[model_id].pick())

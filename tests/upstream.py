@@ -1,0 +1,427 @@
+"""A real local HTTP mock of an OpenAI-compatible upstream (vLLM-like) for Bastion's tests.
+
+``MockUpstream`` runs an ``aiohttp.web`` server on 127.0.0.1 in a daemon thread with its own
+event loop. The behaviour of each ``POST /v1/...`` request is selected by the body's ``"model"``
+string (``echo``, ``slow``, ``gated``, ``drop``, ``status:503``, ...; see ``_handle``). Unknown
+models behave like ``echo``. Stream-only modes answer non-streaming requests like ``echo``
+(except ``hang-after-first``, which then behaves like ``hang``; ``garbage-stream`` always answers
+HTML). Requests are keyed by their ``x-request-id`` header (else ``"req-N"``), see
+``RecordedRequest.key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import ClientConnectionResetError, web
+
+CREATED = 1735689600
+ECHO_PIECES = ["Hel", "lo", " world"]
+THINK_PIECES = ["<think>", "pondering", "</think>", "The answer"]
+FIXED_USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+
+
+def _oai_error(message: str, type_: str, code: str | None, **extra: object) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, **extra, "code": code}}
+
+
+_SECRET_MSG = "internal boom at http://10.9.8.7:8000/v1 with key sk-prov-SECRET"
+_TOOLS_MSG = "This model does not support tools"
+_VLLM_ERROR = {"object": "error", "message": "max_tokens is too large", "type": "BadRequestError"}
+_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "error500": (500, _oai_error(_SECRET_MSG, "server_error", None)),
+    "bad400": (400, _oai_error(_TOOLS_MSG, "invalid_request_error", "unsupported_parameter", param="tools")),
+    "vllm400": (400, {**_VLLM_ERROR, "param": None, "code": 400}),
+    "unauth401": (
+        401,
+        _oai_error("Incorrect API key provided: sk-prov-SECRET", "invalid_request_error", "invalid_api_key"),
+    ),
+    "ratelimited429": (429, _oai_error("Rate limit reached", "requests", "rate_limit_exceeded", param=None)),
+}
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: object | None
+    received_at: float
+    key: str = ""
+
+
+def _user_text(body: object) -> str:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for msg in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
+            return ""
+    return ""
+
+
+class _Stream:
+    """An SSE response that checks the peer before every write and records disconnects."""
+
+    def __init__(self, mock: MockUpstream, request: web.Request, key: str, model: str, usage: bool) -> None:
+        self.mock, self.request, self.key, self.model, self.usage = mock, request, key, model, usage
+        self.resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        self.resp.enable_chunked_encoding()
+        self.pieces = 0
+
+    def peer_gone(self) -> bool:
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            self.mock._mark_closed(self.key)
+            return True
+        return False
+
+    async def write(self, data: bytes) -> bool:
+        if self.peer_gone():
+            return False
+        try:
+            await self.resp.write(data)
+        except (ConnectionResetError, ClientConnectionResetError):
+            self.mock._mark_closed(self.key)
+            return False
+        return True
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        obj = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": CREATED}
+        return {**obj, "model": self.model, "choices": [choice], **extra}
+
+    async def event(self, obj: dict[str, Any]) -> bool:
+        return await self.write(b"data: " + self.mock._dumps(obj, self.model).encode() + b"\n\n")
+
+    async def role(self) -> bool:
+        return await self.event(self.chunk({"role": "assistant", "content": ""}))
+
+    async def content(self, text: str) -> bool:
+        self.pieces += 1
+        return await self.event(self.chunk({"content": text}))
+
+    async def finish(self, done: bool = True) -> bool:
+        ok = await self.event(self.chunk({}, "stop"))
+        if ok and self.usage:
+            n = self.pieces
+            usage = {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}
+            ok = await self.event({**self.chunk({}), "choices": [], "usage": usage})
+        if ok and done:
+            ok = await self.write(b"data: [DONE]\n\n")
+        return ok
+
+
+class MockUpstream:
+    """OpenAI-compatible mock upstream server. Use as a context manager or start()/stop()."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._closed: dict[str, float] = {}
+        self._gates: dict[str, threading.Event] = {}
+        self._gate_by_test: dict[str, bool] = {}
+        self._counter = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> MockUpstream:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, errors), daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or errors:
+            raise RuntimeError(f"MockUpstream failed to start: {errors!r}")
+        return self
+
+    def _run(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    async def _startup(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> MockUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("MockUpstream not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ---------------------------------------------------------------- inspection
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def last_request(self) -> RecordedRequest | None:
+        with self._lock:
+            return self._requests[-1] if self._requests else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._closed.clear()
+            self._gates.clear()
+            self._gate_by_test.clear()
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        deadline = time.monotonic() + timeout
+        while True:
+            reqs = self.requests
+            if len(reqs) >= n:
+                return reqs
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"expected {n} upstream requests, got {len(reqs)}")
+            time.sleep(0.005)
+
+    def wait_closed(self, key: str, timeout: float = 5.0) -> float | None:
+        """time.monotonic() at which the server noticed the client went away, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ts = self._closed.get(key)
+            if ts is not None or time.monotonic() >= deadline:
+                return ts
+            time.sleep(0.005)
+
+    def _gate(self, key: str) -> threading.Event:
+        with self._lock:
+            return self._gates.setdefault(key, threading.Event())
+
+    def open_gate(self, key: str) -> None:
+        self._gate(key).set()
+
+    def gate_opened_by_test(self, key: str) -> bool:
+        with self._lock:
+            return self._gate_by_test.get(key, False)
+
+    def _mark_closed(self, key: str) -> None:
+        with self._lock:
+            self._closed.setdefault(key, time.monotonic())
+
+    @staticmethod
+    def _dumps(obj: object, model: str) -> str:
+        if model == "spaced":
+            return json.dumps(obj)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+    def _json(self, obj: object, model: str, status: int = 200, **headers: str) -> web.Response:
+        return web.Response(
+            status=status, text=self._dumps(obj, model), content_type="application/json", headers=headers
+        )
+
+    # ---------------------------------------------------------------- handlers
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST" or not request.path.startswith("/v1/"):
+            err = {"error": {"message": f"no route {request.method} {request.path}", "type": "not_found"}}
+            return self._json(err, "", status=404)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            return await self._handle(request)
+        finally:
+            self._tasks.discard(task)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        key = request.headers.get("x-request-id") or f"req-{next(self._counter)}"
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        rec = RecordedRequest(request.path, headers, raw, body, time.monotonic(), key)
+        with self._lock:
+            self._requests.append(rec)
+        body = body if isinstance(body, dict) else {}
+        model = body.get("model") if isinstance(body.get("model"), str) else "mock"
+        stream = body.get("stream") is True
+        opts = body.get("stream_options")
+        usage = isinstance(opts, dict) and opts.get("include_usage") is True
+
+        if model in _ERRORS:
+            status, payload = _ERRORS[model]
+            extra = {"Retry-After": "7"} if status == 429 else {}
+            return self._json(payload, model, status, **extra)
+        if model.startswith("status:") and model[7:].isdigit():
+            payload = {"error": {"message": f"upstream said {model[7:]}", "type": "upstream", "code": None}}
+            return self._json(payload, model, int(model[7:]))
+        if model == "garbage":
+            return web.Response(text="<html>not json</html>", content_type="application/json")
+        if model == "garbage-stream":
+            return web.Response(text="<html>nope</html>", content_type="text/html")
+        if model == "hang" or (model == "hang-after-first" and not stream):
+            await asyncio.sleep(60)
+        if model == "drop" and not stream:
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = 1000
+            await resp.prepare(request)
+            await resp.write(b'{"id":"cha')
+            await asyncio.sleep(0.05)
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        if stream:
+            s = _Stream(self, request, key, model, usage)
+            await s.resp.prepare(request)
+            try:
+                await self._stream(s, model)
+            except asyncio.CancelledError:
+                s.peer_gone()
+                raise
+            return s.resp
+
+        message: dict[str, Any] = {"role": "assistant", "content": "echo: " + _user_text(body)}
+        if model == "think":
+            message["content"] = "".join(THINK_PIECES)
+        elif model == "reasoning":
+            message.update(content="The answer", reasoning_content="Let me think.")
+        answer = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": FIXED_USAGE,
+        }
+        return self._json(answer, model)
+
+    async def _stream(self, s: _Stream, model: str) -> None:
+        if model == "fragmented":
+            await self._fragmented(s)
+            return
+        if not await s.role():
+            return
+        if model == "slow":
+            deadline = time.monotonic() + 30
+            for n in itertools.count(1):
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.1)
+                if not await s.content(f"tick {n} "):
+                    return
+        elif model == "gated":
+            if not await s.content("first"):
+                return
+            gate, deadline = self._gate(s.key), time.monotonic() + 10
+            while not gate.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110 (threading.Event)
+                await asyncio.sleep(0.005)
+            with self._lock:
+                self._gate_by_test[s.key] = gate.is_set()
+            if not await s.content(" second"):
+                return
+        elif model == "hang-after-first":
+            await s.content("first")
+            await asyncio.sleep(60)
+            return
+        elif model == "drop":
+            if await s.content("a") and await s.content("b"):
+                await asyncio.sleep(0.05)
+                if s.request.transport is not None:
+                    s.request.transport.abort()
+            return
+        elif model == "reasoning":
+            deltas = [
+                {"reasoning_content": "Let me "},
+                {"reasoning_content": "think."},
+                {"reasoning": "ovh-style"},
+            ]
+            for delta in deltas:
+                if not await s.event(s.chunk(delta)):
+                    return
+            for text in ("The ", "answer"):
+                if not await s.content(text):
+                    return
+        else:
+            for text in THINK_PIECES if model == "think" else ECHO_PIECES:
+                if not await s.content(text):
+                    return
+        if model == "usage-in-final":
+            if await s.event(s.chunk({}, "stop", usage=FIXED_USAGE)):
+                await s.write(b"data: [DONE]\n\n")
+            return
+        await s.finish(done=model != "nodone")
+
+    async def _fragmented(self, s: _Stream) -> None:
+        def ev(obj: dict[str, Any], sep: str = " ") -> bytes:
+            return f"data:{sep}{self._dumps(obj, s.model)}\r\n\r\n".encode()
+
+        parts = [ev(s.chunk({"role": "assistant", "content": ""})), b": keep-alive\r\n\r\n"]
+        parts += [ev(s.chunk({"content": "Hel"})), ev(s.chunk({"content": "lo"}), sep=""), b":\r\n\r\n"]
+        parts += [ev(s.chunk({"content": " world"})), ev(s.chunk({}, "stop"))]
+        if s.usage:
+            parts.append(ev({**s.chunk({}), "choices": [], "usage": {**FIXED_USAGE}}))
+        data = b"".join(parts) + b"data: [DONE]\r\n\r\n"
+        for i in range(0, len(data), 7):
+            if not await s.write(data[i : i + 7]):
+                return
+            await asyncio.sleep(0.002)
