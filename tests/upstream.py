@@ -263,6 +263,15 @@ class MockUpstream:
         with self._lock:
             return self._gate_by_test.get(key, False)
 
+    async def _hang(self, request: web.Request, key: str) -> None:
+        """Say nothing for 60 s, but record when the client goes away (polling the transport)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                self._mark_closed(key)
+                return
+            await asyncio.sleep(0.01)
+
     def _mark_closed(self, key: str) -> None:
         with self._lock:
             self._closed.setdefault(key, time.monotonic())
@@ -320,7 +329,7 @@ class MockUpstream:
         if model == "garbage-stream":
             return web.Response(text="<html>nope</html>", content_type="text/html")
         if model == "hang" or (model == "hang-after-first" and not stream):
-            await asyncio.sleep(60)
+            await self._hang(request, key)
         if model == "drop" and not stream:
             resp = web.StreamResponse(headers={"Content-Type": "application/json"})
             resp.content_length = 1000
@@ -381,7 +390,7 @@ class MockUpstream:
                 return
         elif model == "hang-after-first":
             await s.content("first")
-            await asyncio.sleep(60)
+            await self._hang(s.request, s.key)
             return
         elif model == "drop":
             if await s.content("a") and await s.content("b"):

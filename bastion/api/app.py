@@ -120,7 +120,7 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         if exc.status_code == 404:
             return _envelope(not_found(request.url.path))
         if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("allow", "")
+            allowed = next((v for k, v in (exc.headers or {}).items() if k.lower() == "allow"), "")
             return _envelope(method_not_allowed(request.method, request.url.path, allowed))
         return _envelope(
             ApiError(exc.status_code, "invalid_request", "invalid_request_error", str(exc.detail))

@@ -7,7 +7,6 @@ Every proxied endpoint is an `Endpoint` (path, upstream kind, body checks) serve
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bastion.api.validation import check_chat, require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome
 from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
+from bastion.proxy.body import rewrite_model
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
 from bastion.proxy.routing import Route, Router
@@ -76,7 +76,7 @@ class Gateway:
     async def _serve(self, endpoint: Endpoint, exchange: Exchange) -> None:
         scope = exchange.scope
         principal = await self.authenticator.authenticate(header(scope, b"authorization"))
-        body = await self._parse_body(exchange)
+        raw, body = await self._parse_body(exchange)
         model_id = require_model(body)
         endpoint.check(body)
         if not principal.may_use(model_id):
@@ -86,11 +86,11 @@ class Gateway:
         exchange.headers += ticket.headers
         outcome = Outcome(status=502)
         try:
-            await self._forward(endpoint, route, body, exchange, outcome)
+            await self._forward(endpoint, route, raw, body, exchange, outcome)
         finally:
             await self.admission.settle(ticket, outcome)
 
-    async def _parse_body(self, exchange: Exchange) -> dict[str, Any]:
+    async def _parse_body(self, exchange: Exchange) -> tuple[bytes, dict[str, Any]]:
         require_json_content_type(exchange.scope)
         raw = await read_body(exchange.scope, exchange.receive, self.max_body_bytes)
         if not raw.strip():
@@ -98,22 +98,25 @@ class Gateway:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            try:  # orjson refuses integers past 64 bits; the stdlib keeps them exact
-                body = json.loads(raw)
-            except ValueError:
-                raise invalid_request("The request body is not valid JSON.") from None
+            raise invalid_request("The request body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise invalid_request("The request body must be a JSON object.")
-        return body
+        return raw, body
 
     async def _forward(
-        self, endpoint: Endpoint, route: Route, body: dict[str, Any], exchange: Exchange, outcome: Outcome
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        raw: bytes,
+        body: dict[str, Any],
+        exchange: Exchange,
+        outcome: Outcome,
     ) -> None:
         stream = body.get("stream") is True
         request = UpstreamRequest(
             path=endpoint.upstream_path,
-            body=_upstream_body(body, route.target.deployment.model),
-            payload=body,
+            body=rewrite_model(raw, body, route.target.deployment.model),
+            payload={**body, "model": route.target.deployment.model},
             stream=stream,
             request_id=exchange.request_id,
             public_model=route.model.id,
@@ -172,12 +175,3 @@ class Gateway:
             await exchange.fail(error)
         finally:
             outcome.usage = relay.usage
-
-
-def _upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
-    """The client's body with only `model` replaced."""
-    body["model"] = upstream_model
-    try:
-        return orjson.dumps(body)
-    except TypeError:  # an integer past 64 bits, kept exact by the stdlib parser
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,178 @@
+"""Shared fixtures: a real mock upstream, and Bastion itself as a `bastion serve` process on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+from upstream import MockUpstream
+
+PROVIDER_KEY = "sk-prov-SECRET"
+CLIENT_KEY = "qbt_test_0123456789abcdefghijklmnopqrstuv"
+
+# Public model id -> upstream mode of tests/upstream.py (public ids differ so the model restore shows).
+UPSTREAM_MODES = [
+    "echo",
+    "spaced",
+    "slow",
+    "gated",
+    "hang",
+    "hang-after-first",
+    "error500",
+    "garbage",
+    "garbage-stream",
+    "drop",
+    "bad400",
+    "vllm400",
+    "unauth401",
+    "ratelimited429",
+    "reasoning",
+    "think",
+    "fragmented",
+    "nodone",
+    "usage-in-final",
+    "status:503",
+    "status:404",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    base_url: str  # ends in /v1
+    root: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_gateway(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> Gateway:
+    port = free_port()
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--config", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY, **(env or {})},
+    )
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"bastion exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(root + "/healthz", timeout=0.5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"bastion did not become healthy:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    return Gateway(root + "/v1", root, log_path, process)
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    gateway.process.terminate()
+    try:
+        gateway.process.wait(10)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[MockUpstream]:
+    with MockUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def blackhole_port() -> Iterator[int]:
+    """A port whose listen backlog is full: connecting to it times out (on loopback, no routing tricks)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+def gateway_models_file(upstream: MockUpstream, blackhole_port: int) -> dict[str, object]:
+    fast = {"connect": 0.5, "read": 0.5}
+    up = f"http://127.0.0.1:{upstream.port}/v1"
+    providers = [
+        {"name": "up", "base_url": up, "api_key": "${BASTION_TEST_UPSTREAM_KEY}", "timeouts": {"read": 10}},
+        {"name": "up-fast", "base_url": up, "api_key": "${BASTION_TEST_UPSTREAM_KEY}", "timeouts": fast},
+        {"name": "refused", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeouts": fast},
+        {"name": "blackhole", "base_url": f"http://127.0.0.1:{blackhole_port}/v1", "timeouts": fast},
+        {"name": "local", "type": "mock"},
+    ]
+    price = {"input": 1, "output": 2}
+
+    def model(public: str, provider: str, upstream_name: str, **extra: object) -> dict[str, object]:
+        deployment = {"provider": provider, "model": upstream_name}
+        return {"id": public, "category": "LLM", "deployments": [deployment], "price": price, **extra}
+
+    models = [model(f"m-{mode}", "up", mode) for mode in UPSTREAM_MODES]
+    models += [
+        model("fast-hang", "up-fast", "hang"),
+        model("fast-hang-after-first", "up-fast", "hang-after-first"),
+        model("refused-model", "refused", "echo"),
+        model("blackhole-model", "blackhole", "echo"),
+        model("same-name", "up", "same-name"),
+        model("mock-model", "local", "mock-upstream-name"),
+        {**model("bge-m3", "up", "bge-m3"), "category": "Embedding"},
+    ]
+    return {"providers": providers, "models": models}
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    upstream: MockUpstream, blackhole_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    config_path = workdir / "bastion.yaml"
+    config_path.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
+    server = start_gateway(config_path, workdir / "bastion.log", {"BASTION_MAX_BODY_BYTES": str(256 * 1024)})
+    yield server
+    stop_gateway(server)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def aclient(gateway: Gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def http(gateway: Gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.root, timeout=20) as session:
+        yield session

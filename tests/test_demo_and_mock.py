@@ -1,0 +1,142 @@
+"""`bastion serve --demo` and the built-in mock provider, answering the seed's own examples."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import Gateway, free_port, stop_gateway
+
+from bastion.api.app import BastionApp, catalog_for
+from bastion.config import Settings
+from bastion.proxy.providers import Provider, UpstreamRequest, UpstreamResponse
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("demo") / "demo.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--demo", "--port", str(port)],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+    )
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(root + "/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(log_path.read_text()) from None
+            time.sleep(0.05)
+    server = Gateway(root + "/v1", root, log_path, process)
+    yield server
+    stop_gateway(server)
+
+
+def _client(demo: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=demo.base_url, api_key="qbt_anything", max_retries=0)
+
+
+def test_seed_curl_example(demo: Gateway) -> None:
+    response = httpx.post(
+        demo.base_url + "/chat/completions",
+        headers={"Authorization": "Bearer qbt_demo", "Content-Type": "application/json"},
+        content=b'{"model": "gpt-oss-120b",'
+        b' "messages": [{ "role": "user", "content": "Reply with exactly: ok" }], "max_tokens": 16}',
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "gpt-oss-120b"
+    assert answer["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "ok"},
+        "finish_reason": "stop",
+    }
+    assert answer["usage"] == {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}
+
+
+def test_seed_streaming_example_count_from_1_to_5(demo: Gateway) -> None:
+    stream = _client(demo).chat.completions.create(
+        model="gpt-oss-120b", messages=[{"role": "user", "content": "Count from 1 to 5."}], stream=True
+    )
+    arrivals: list[float] = []
+    text = ""
+    for chunk in stream:
+        assert chunk.model == "gpt-oss-120b"
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+            arrivals.append(time.monotonic())
+    assert text == "1, 2, 3, 4, 5"
+    # The demo paces chunks 20 ms apart: they arrive spread out, not in one buffered lump.
+    assert len(arrivals) == 5 and arrivals[-1] - arrivals[0] >= 0.06
+
+
+def test_mock_reasoning_usage_and_length_cut(demo: Gateway) -> None:
+    client = _client(demo)
+    answer = client.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "one two three four five"}],
+        max_tokens=2,
+        extra_body={"reasoning_effort": "low"},
+    )
+    choice = answer.choices[0]
+    assert choice.message.content == "one two"
+    assert choice.finish_reason == "length"
+    assert choice.message.model_dump()["reasoning_content"] == "Thinking it over."
+    assert answer.usage is not None and answer.usage.completion_tokens == 5  # 2 answer + 3 reasoning
+
+    chunks = list(
+        client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "a b c"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a b c"
+
+
+def test_mock_provider_behind_a_models_file_restores_the_public_id(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model="mock-model", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert answer.model == "mock-model"
+    assert answer.choices[0].message.content == "hello"
+
+
+class _BrokenProvider(Provider):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        raise RuntimeError("bug with a secret: sk-internal at http://10.0.0.1")
+
+
+async def test_a_bug_is_a_500_envelope_without_traceback(tmp_path: Path) -> None:
+    settings = Settings(demo=True)
+    app = BastionApp(settings, catalog_for(settings))
+    broken = _BrokenProvider(app.catalog.providers["demo"])
+    for choices in app.gateway.router._choices.values():
+        choices.targets = [type(t)(t.deployment, broken, t.restore_model) for t in choices.targets]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bastion") as http:
+        response = await http.post(
+            "/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]}
+        )
+    assert response.status_code == 500
+    error: dict[str, Any] = response.json()["error"]
+    assert (error["code"], error["type"]) == ("internal_error", "server_error")
+    for leak in ("Traceback", "sk-internal", "10.0.0.1", "RuntimeError"):
+        assert leak not in response.text
