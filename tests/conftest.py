@@ -40,6 +40,7 @@ UPSTREAM_MODES = [
     "think",
     "fragmented",
     "nodone",
+    "late-eof",
     "usage-in-final",
     "status:503",
     "status:404",

@@ -316,3 +316,52 @@ def test_client_hanging_up_during_a_silent_upstream_closes_it(
     closed = upstream.wait_closed(key, timeout=3)
     assert closed is not None, "the upstream connection was never closed"
     assert closed - hung_up < 1.0
+
+
+async def test_async_client_streaming(aclient: openai.AsyncOpenAI) -> None:
+    stream = await aclient.chat.completions.create(model="m-think", messages=HELLO, stream=True)
+    pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert pieces == ["<think>", "pondering", "</think>", "The answer"]
+
+
+def test_streaming_with_raw_response_exposes_headers(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="m-echo", messages=HELLO, stream=True, extra_headers={"x-request-id": "raw-stream-1"}
+    )
+    assert raw.headers["x-request-id"] == "raw-stream-1"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "Hello world"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_connections_are_pooled_and_reused(
+    client: openai.OpenAI, upstream: MockUpstream, stream: bool
+) -> None:
+    upstream.clear()
+    for _ in range(10):
+        if stream:
+            assert _stream_text(client, "m-echo")[0] == "Hello world"
+        else:
+            client.chat.completions.create(model="m-echo", messages=HELLO)
+    peers = {r.peer for r in upstream.wait_for_requests(10)}
+    assert None not in peers
+    assert len(peers) == 1, f"10 sequential requests used {len(peers)} upstream connections"
+
+
+def test_done_ends_the_answer_at_once_and_the_late_upstream_connection_is_kept(
+    client: openai.OpenAI, upstream: MockUpstream
+) -> None:
+    # m-late-eof ends its body 100 ms after [DONE]. The client must not wait for that, and the
+    # connection must go back to the pool rather than be dropped at [DONE].
+    upstream.clear()
+    for i in range(5):
+        key = f"late-eof-{i}"
+        stream = client.chat.completions.create(
+            model="m-late-eof", messages=HELLO, stream=True, extra_headers={"x-request-id": key}
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello world"
+        client_done = time.monotonic()
+        upstream_done = upstream.wait_finished(key)
+        assert upstream_done is not None and client_done < upstream_done
+    peers = {r.peer for r in upstream.wait_for_requests(5)}
+    assert len(peers) == 1, f"5 sequential late-ending streams used {len(peers)} upstream connections"

@@ -5,8 +5,8 @@ event loop. The behaviour of each ``POST /v1/...`` request is selected by the bo
 string (``echo``, ``slow``, ``gated``, ``drop``, ``status:503``, ...; see ``_handle``). Unknown
 models behave like ``echo``. Stream-only modes answer non-streaming requests like ``echo``
 (except ``hang-after-first``, which then behaves like ``hang``; ``garbage-stream`` always answers
-HTML). Requests are keyed by their ``x-request-id`` header (else ``"req-N"``), see
-``RecordedRequest.key``.
+HTML; ``late-eof`` ends its body 100 ms after ``[DONE]``). Requests are keyed by their
+``x-request-id`` header (else ``"req-N"``), see ``RecordedRequest.key``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class RecordedRequest:
     json: object | None
     received_at: float
     key: str = ""
+    peer: tuple[str, int] | None = None  # the client's address: same peer, same pooled connection
 
 
 def _user_text(body: object) -> str:
@@ -130,6 +131,7 @@ class MockUpstream:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._closed: dict[str, float] = {}
+        self._finished: dict[str, float] = {}
         self._gates: dict[str, threading.Event] = {}
         self._gate_by_test: dict[str, bool] = {}
         self._counter = itertools.count(1)
@@ -252,6 +254,16 @@ class MockUpstream:
                 return ts
             time.sleep(0.005)
 
+    def wait_finished(self, key: str, timeout: float = 5.0) -> float | None:
+        """time.monotonic() at which the handler for `key` returned (its body then ends), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ts = self._finished.get(key)
+            if ts is not None or time.monotonic() >= deadline:
+                return ts
+            time.sleep(0.002)
+
     def _gate(self, key: str) -> threading.Event:
         with self._lock:
             return self._gates.setdefault(key, threading.Event())
@@ -299,6 +311,8 @@ class MockUpstream:
             return await self._handle(request)
         finally:
             self._tasks.discard(task)
+            with self._lock:
+                self._finished[request.headers.get("x-request-id", "")] = time.monotonic()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -308,7 +322,8 @@ class MockUpstream:
             body = None
         key = request.headers.get("x-request-id") or f"req-{next(self._counter)}"
         headers = {k.lower(): v for k, v in request.headers.items()}
-        rec = RecordedRequest(request.path, headers, raw, body, time.monotonic(), key)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        rec = RecordedRequest(request.path, headers, raw, body, time.monotonic(), key, peer)
         with self._lock:
             self._requests.append(rec)
         body = body if isinstance(body, dict) else {}
@@ -418,7 +433,8 @@ class MockUpstream:
             if await s.event(s.chunk({}, "stop", usage=FIXED_USAGE)):
                 await s.write(b"data: [DONE]\n\n")
             return
-        await s.finish(done=model != "nodone")
+        if await s.finish(done=model != "nodone") and model == "late-eof":
+            await asyncio.sleep(0.1)  # [DONE] is out; the end of the chunked body comes later
 
     async def _fragmented(self, s: _Stream) -> None:
         def ev(obj: dict[str, Any], sep: str = " ") -> bytes:

@@ -18,7 +18,7 @@ _SSE_HEADERS: RawHeaders = [
 class Exchange:
     """The answer to one request: a JSON body, or an event stream that can still end in an error event."""
 
-    __slots__ = ("headers", "receive", "request_id", "scope", "send", "streaming")
+    __slots__ = ("_watch", "headers", "receive", "request_id", "scope", "send", "streaming")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         self.scope = scope
@@ -27,8 +27,20 @@ class Exchange:
         self.request_id = request_id
         self.headers: RawHeaders = [(b"x-request-id", request_id.encode("ascii"))]
         self.streaming = False
+        self._watch: DisconnectWatch | None = None
+
+    def watch_disconnect(self) -> DisconnectWatch:
+        """From now until the answer is complete, a client hang-up cancels the current task."""
+        self._watch = DisconnectWatch(self.receive)
+        return self._watch
+
+    def _completing(self) -> None:
+        # Once the last byte is handed over a hang-up changes nothing (and after it, uvicorn reports one).
+        if self._watch is not None:
+            self._watch.close()
 
     async def respond(self, status: int, body: bytes) -> None:
+        self._completing()
         await send_bytes(self.send, status, body, [*JSON_HEADERS, *self.headers])
 
     async def start_stream(self) -> None:
@@ -41,6 +53,7 @@ class Exchange:
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
+        self._completing()
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
 
     async def fail(self, error: ApiError) -> None:
@@ -48,6 +61,7 @@ class Exchange:
         if self.streaming:
             await self.end(error_event(error.body()))
         else:
+            self._completing()
             await send_error(self.send, error, self.headers)
 
 

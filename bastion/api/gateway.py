@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from bastion.api.asgi import (
     request_id_for,
     require_json_content_type,
 )
-from bastion.api.exchange import DisconnectWatch, Exchange
+from bastion.api.exchange import Exchange
 from bastion.api.validation import check_chat, require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome
@@ -121,7 +122,7 @@ class Gateway:
             request_id=exchange.request_id,
             public_model=route.model.id,
         )
-        watch = DisconnectWatch(exchange.receive)
+        watch = exchange.watch_disconnect()
         response: UpstreamResponse | None = None
         try:
             response = await route.target.provider.send(request)
@@ -162,14 +163,15 @@ class Gateway:
         await exchange.start_stream()
         outcome.status = 200
         try:
-            async for data in response.chunks():
-                out = relay.feed(data)
-                if out:
-                    await exchange.write(out)
-                if relay.done:
-                    break
+            async with aclosing(response.chunks()) as chunks:
+                async for data in chunks:
+                    out = relay.feed(data)
+                    if out:
+                        await exchange.write(out)
+                    if relay.done:
+                        break
             await exchange.end(relay.finish())
-            response.release()
+            await response.finish()
         except ApiError as error:
             outcome.status = error.status
             await exchange.fail(error)

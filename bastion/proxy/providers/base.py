@@ -39,6 +39,10 @@ class UpstreamResponse(ABC):
     def release(self) -> None:
         """The body was consumed: the connection may serve another request."""
 
+    async def finish(self) -> None:
+        """The client has its answer: let the upstream end its body (so the connection is reused)."""
+        self.release()
+
     @abstractmethod
     def abort(self) -> None:
         """Stop now: close the upstream connection so the upstream stops generating."""

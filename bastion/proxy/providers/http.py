@@ -19,6 +19,7 @@ from bastion.errors import ApiError, upstream_error
 from bastion.proxy.providers.base import Provider, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("bastion.upstream")
+_FINISH_GRACE_SECONDS = 1.0
 
 
 class HttpProvider(Provider):
@@ -122,6 +123,20 @@ class _HttpResponse(UpstreamResponse):
             raise self._provider._failure(exc, self._model, "stream") from None
 
     def release(self) -> None:
+        self._response.release()
+
+    async def finish(self) -> None:
+        # After [DONE] the upstream's end of body is normally already in flight; an upstream that
+        # keeps the stream open after it loses its connection instead of holding this task.
+        content = self._response.content
+        if not content.at_eof():
+            try:
+                async with asyncio.timeout(_FINISH_GRACE_SECONDS):
+                    while await content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                self._response.close()
+                return
         self._response.release()
 
     def abort(self) -> None:
