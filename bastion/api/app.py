@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bastion import __version__
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.gateway import ENDPOINTS, Gateway
+from bastion.api.openapi import install_openapi
 from bastion.auth import OpenAuthenticator
 from bastion.billing import FreeAdmission
 from bastion.config import Catalog, Settings, load_catalog
@@ -142,6 +143,7 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         """The process is alive (no dependency is checked)."""
         return {"status": "ok"}
 
+    install_openapi(web, bastion.endpoints)
     return web
 
 
