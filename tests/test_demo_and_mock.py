@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 from conftest import Gateway, free_port, stop_gateway
 
 from bastion.api.app import BastionApp, catalog_for
 from bastion.config import Settings
-from bastion.proxy.providers import Provider, UpstreamRequest, UpstreamResponse
+from bastion.proxy.providers import HttpProvider, Provider, UpstreamRequest, UpstreamResponse
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,28 @@ async def test_a_bug_is_a_500_envelope_without_traceback(tmp_path: Path) -> None
     assert (error["code"], error["type"]) == ("internal_error", "server_error")
     for leak in ("Traceback", "sk-internal", "10.0.0.1", "RuntimeError"):
         assert leak not in response.text
+
+    sdk_http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://bastion")
+    sdk = openai.AsyncOpenAI(
+        base_url="http://bastion/v1", api_key="qbt_x", max_retries=0, http_client=sdk_http
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        await sdk.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 500
+    assert (caught.value.code, caught.value.type) == ("internal_error", "server_error")
+
+
+async def test_provider_pools_open_at_startup_and_close_at_shutdown(tmp_path: Path) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "providers: [{name: up, base_url: 'http://127.0.0.1:9/v1'}]\n"
+        "models: [{id: m, category: LLM, deployments: [{provider: up, model: m}], price: {}}]\n"
+    )
+    app = BastionApp(Settings(config=config), catalog_for(Settings(config=config)))
+    provider = app.providers["up"]
+    assert isinstance(provider, HttpProvider) and provider._session is None
+    await app.startup()
+    session = provider._session
+    assert session is not None and not session.closed
+    await app.shutdown()
+    assert session.closed and provider._session is None

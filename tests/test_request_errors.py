@@ -103,7 +103,7 @@ def test_sdk_gets_bad_request_error_with_param(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="m-echo", messages=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
     assert caught.value.status_code == 400
-    assert caught.value.code == "invalid_request"
+    assert (caught.value.code, caught.value.type) == ("invalid_request", "invalid_request_error")
     assert caught.value.param == "messages[0].role"
 
 
@@ -116,7 +116,8 @@ def test_unknown_or_wrong_kind_model_is_model_not_found(
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=model, messages=HELLO)
-    assert caught.value.code == "model_not_found"
+    assert caught.value.status_code == 400
+    assert (caught.value.code, caught.value.type) == ("model_not_found", "invalid_request_error")
     assert caught.value.param == "model"
     assert reason in caught.value.body["message"]  # type: ignore[index]
 
@@ -173,7 +174,7 @@ def test_sdk_sees_413_as_api_status_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="m-echo", messages=[{"role": "user", "content": "x" * 300_000}])
     assert caught.value.status_code == 413
-    assert caught.value.code == "request_too_large"
+    assert (caught.value.code, caught.value.type) == ("request_too_large", "invalid_request_error")
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/", "/v1/chat/completions/extra", "/v1/embeddings"])
@@ -188,7 +189,8 @@ def test_sdk_sees_404_as_not_found_error(gateway: Gateway) -> None:
     client = openai.OpenAI(base_url=gateway.root + "/v2", api_key="qbt_x", max_retries=0)
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="m-echo", messages=HELLO)
-    assert caught.value.code == "not_found"
+    assert caught.value.status_code == 404
+    assert (caught.value.code, caught.value.type) == ("not_found", "invalid_request_error")
 
 
 @pytest.mark.parametrize(

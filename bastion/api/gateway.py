@@ -117,7 +117,8 @@ class Gateway:
         request = UpstreamRequest(
             path=endpoint.upstream_path,
             body=rewrite_model(raw, body, route.target.deployment.model),
-            payload={**body, "model": route.target.deployment.model},
+            payload=body,
+            upstream_model=route.target.deployment.model,
             stream=stream,
             request_id=exchange.request_id,
             public_model=route.model.id,

@@ -14,7 +14,8 @@ from bastion.config import ProviderConfig
 class UpstreamRequest:
     path: str  # relative to the provider's base URL, e.g. "/chat/completions"
     body: bytes  # exactly what goes on the wire
-    payload: dict[str, Any]  # the same body, parsed (model already rewritten)
+    payload: dict[str, Any]  # the client's body, parsed (its `model` is still the public id)
+    upstream_model: str
     stream: bool
     request_id: str
     public_model: str  # for messages only; never sent upstream

@@ -67,7 +67,7 @@ class MockProvider(Provider):
                 }
             }
             return _MockResponse(404, "application/json", orjson.dumps(body))
-        completion = _Completion(request.payload, request.request_id)
+        completion = _Completion(request.payload, request.upstream_model, request.request_id)
         if request.stream:
             return _MockStream(completion, self.config.chunk_delay_ms / 1000)
         return _MockResponse(200, "application/json", completion.json())
@@ -76,9 +76,9 @@ class MockProvider(Provider):
 class _Completion:
     """One mock chat answer, rendered either as a chat.completion or as chunks."""
 
-    def __init__(self, payload: dict[str, Any], request_id: str) -> None:
+    def __init__(self, payload: dict[str, Any], model: str, request_id: str) -> None:
         messages = payload.get("messages") or []
-        self.model = payload.get("model")
+        self.model = model
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         cap = payload.get("max_completion_tokens")
