@@ -131,6 +131,9 @@ class Gateway:
                 await self._relay_stream(route, response, exchange, outcome)
             else:
                 await self._relay_json(route, response, exchange, outcome)
+        except ApiError as error:
+            outcome.status = error.status
+            raise
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise
