@@ -18,3 +18,15 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     log_level: str = "info"
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./bastion.db", description="postgresql://... or the embedded SQLite file."
+    )
+    redis_url: str | None = Field(None, description="redis://...; unset: in-process limits (one process).")
+    redis_prefix: str = Field("bastion:", description="Prefix of every Redis key Bastion writes.")
+    admin_token: str | None = Field(None, description="Bearer token of /admin/v1; unset: admin API off.")
+    default_rpm: int = Field(600, ge=1, description="Requests per minute per key, unless the key says.")
+    default_tpm: int = Field(1_000_000, ge=1, description="Tokens per minute per key, unless the key says.")
+    default_max_output_tokens: int = Field(
+        4096, ge=1, description="Output tokens reserved when neither request nor model caps them."
+    )

@@ -1,0 +1,386 @@
+"""Everything Bastion reads and writes in its database, one short transaction per operation.
+
+Management operations (accounts, credits, keys) check their input before writing, so bad input
+changes nothing. Usage records arrive in batches from the ledger writer; inserting one and charging
+the account's balance happen in the same transaction, and a record already written (same request id)
+is skipped, so a redelivered batch never charges twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
+from bastion.db.engine import create_engine, session_factory
+from bastion.db.models import Account, ApiKey, CreditTransaction, UsageRecord, utcnow
+from bastion.money import format_usd
+
+
+class StoreError(ValueError):
+    """Bad input for a management operation; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    id: str
+    name: str
+    balance_nano: int
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "balance_usd": format_usd(self.balance_nano),
+            "created_at": _iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    allowed_models: tuple[str, ...] | None
+    rpm: int | None
+    tpm: int | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for field in ("expires_at", "revoked_at", "created_at"):
+            data[field] = _iso(data[field])
+        data["allowed_models"] = list(self.allowed_models) if self.allowed_models is not None else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CreditView:
+    transaction_id: int
+    account_id: str
+    amount_nano: int
+    balance_nano: int
+    kind: str
+    note: str | None
+    actor: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "amount_usd": format_usd(self.amount_nano),
+            "balance_usd": format_usd(self.balance_nano),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CreditState:
+    """What Redis needs to hold an account's live balance: credits (with a version) and usage so far."""
+
+    credits_nano: int
+    version: int  # the newest credit transaction id: a larger version is a newer total
+    usage_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_nano: int
+    status: int
+    latency_ms: int
+    estimated: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    account_id: str
+    name: str
+    balance_nano: int
+    credits_nano: int
+    usage_nano: int
+
+    @property
+    def ok(self) -> bool:
+        return self.balance_nano == self.credits_nano - self.usage_nano
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _key_view(key: ApiKey) -> KeyView:
+    models = tuple(key.allowed_models) if key.allowed_models is not None else None
+    return KeyView(
+        key.id,
+        key.account_id,
+        key.name,
+        key.prefix,
+        models,
+        key.rpm,
+        key.tpm,
+        key.expires_at,
+        key.revoked_at,
+        key.created_at,
+    )
+
+
+def _account_view(account: Account) -> AccountView:
+    return AccountView(account.id, account.name, account.balance_nano, account.created_at)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(create_engine(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ------------------------------------------------------------------ accounts
+    async def create_account(self, name: str, credits_nano: int = 0, actor: str = "cli") -> AccountView:
+        name = name.strip()
+        if not name:
+            raise StoreError("an account needs a name")
+        if credits_nano < 0:
+            raise StoreError("initial credits cannot be negative")
+        try:
+            async with self._sessions.begin() as session:
+                if await session.scalar(select(Account.id).where(Account.name == name)):
+                    raise StoreError(f"an account named '{name}' already exists")
+                account = Account(
+                    id=new_id("acct"), name=name, balance_nano=credits_nano, created_at=utcnow()
+                )
+                session.add(account)
+                if credits_nano:
+                    await session.flush()
+                    session.add(_credit(account.id, credits_nano, "topup", "initial credit", actor))
+        except IntegrityError:  # a concurrent create won the race
+            raise StoreError(f"an account named '{name}' already exists") from None
+        return _account_view(account)
+
+    async def list_accounts(self) -> list[AccountView]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(Account).order_by(Account.created_at, Account.name))
+            return [_account_view(a) for a in rows]
+
+    async def account(self, ref: str) -> AccountView:
+        async with self._sessions() as session:
+            return _account_view(await _find_account(session, ref))
+
+    # ------------------------------------------------------------------- credits
+    async def add_credits(
+        self, ref: str, amount_nano: int, note: str | None, actor: str, kind: str = "topup"
+    ) -> CreditView:
+        if kind == "topup" and amount_nano <= 0:
+            raise StoreError("a top-up must be a positive amount")
+        if amount_nano == 0:
+            raise StoreError("an adjustment cannot be zero")
+        async with self._sessions.begin() as session:
+            account = await _find_account(session, ref)
+            transaction = _credit(account.id, amount_nano, kind, note, actor)
+            session.add(transaction)
+            balance = await session.scalar(
+                update(Account)
+                .where(Account.id == account.id)
+                .values(balance_nano=Account.balance_nano + amount_nano)
+                .returning(Account.balance_nano)
+            )
+            await session.flush()
+        assert balance is not None
+        return CreditView(transaction.id, account.id, amount_nano, balance, kind, note, actor)
+
+    async def credit_state(self, account_id: str) -> CreditState:
+        async with self._sessions() as session:
+            credits, version = (
+                await session.execute(
+                    select(
+                        func.coalesce(func.sum(CreditTransaction.amount_nano), 0),
+                        func.coalesce(func.max(CreditTransaction.id), 0),
+                    ).where(CreditTransaction.account_id == account_id)
+                )
+            ).one()
+            usage = await session.scalar(
+                select(func.coalesce(func.sum(UsageRecord.cost_nano), 0)).where(
+                    UsageRecord.account_id == account_id
+                )
+            )
+        return CreditState(int(credits), int(version), int(usage or 0))
+
+    # ---------------------------------------------------------------------- keys
+    async def create_key(
+        self,
+        ref: str,
+        name: str | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        models: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[KeyView, str]:
+        """A new key and its plaintext, which is never stored and never shown again."""
+        for label, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value < 1:
+                raise StoreError(f"{label} must be a positive integer")
+        if models is not None and not [m for m in models if m.strip()]:
+            raise StoreError("an allowed-model list cannot be empty (omit it to allow every model)")
+        if expires_at is not None and expires_at <= utcnow():
+            raise StoreError("the expiry must be in the future")
+        plaintext = generate_key()
+        async with self._sessions.begin() as session:
+            account = await _find_account(session, ref)
+            name = (name or display_prefix(plaintext)).strip()
+            taken = await session.scalar(
+                select(ApiKey.id).where(ApiKey.account_id == account.id, ApiKey.name == name)
+            )
+            if taken:
+                raise StoreError(f"account '{account.name}' already has a key named '{name}'")
+            key = ApiKey(
+                id=new_id("key"),
+                account_id=account.id,
+                name=name,
+                prefix=display_prefix(plaintext),
+                key_hash=hash_key(plaintext),
+                allowed_models=[m.strip() for m in models if m.strip()] if models is not None else None,
+                rpm=rpm,
+                tpm=tpm,
+                expires_at=expires_at,
+                created_at=utcnow(),
+            )
+            session.add(key)
+        return _key_view(key), plaintext
+
+    async def list_keys(self, ref: str | None = None) -> list[KeyView]:
+        async with self._sessions() as session:
+            query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.name)
+            if ref is not None:
+                query = query.where(ApiKey.account_id == (await _find_account(session, ref)).id)
+            return [_key_view(k) for k in await session.scalars(query)]
+
+    async def revoke_key(self, key_id: str) -> KeyView:
+        async with self._sessions.begin() as session:
+            key = await session.get(ApiKey, key_id)
+            if key is None:
+                raise StoreError(f"no key with id '{key_id}'")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+        return _key_view(key)
+
+    async def find_key(self, key_hash: str) -> KeyView | None:
+        async with self._sessions() as session:
+            key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+            return _key_view(key) if key is not None else None
+
+    async def revoked_since(self, since: datetime) -> list[str]:
+        """Ids of keys revoked at or after `since` (the revocation poll)."""
+        async with self._sessions() as session:
+            return list(await session.scalars(select(ApiKey.id).where(ApiKey.revoked_at >= since)))
+
+    # --------------------------------------------------------------------- usage
+    async def record_usage(self, rows: Iterable[UsageRow]) -> int:
+        """Insert usage records and charge them, atomically; already-recorded request ids are skipped."""
+        values = [asdict(row) for row in rows]
+        if not values:
+            return 0
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            insert(UsageRecord)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(UsageRecord.account_id, UsageRecord.cost_nano)
+        )
+        charged: dict[str, int] = defaultdict(int)
+        async with self._sessions.begin() as session:
+            inserted = (await session.execute(statement, values)).all()
+            for row in inserted:
+                charged[row.account_id] += row.cost_nano
+            for account_id, cost in charged.items():
+                await session.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(balance_nano=Account.balance_nano - cost)
+                )
+        return len(inserted)
+
+    async def usage(
+        self,
+        account: str | None = None,
+        key_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[UsageRow]:
+        async with self._sessions() as session:
+            query = (
+                select(UsageRecord)
+                .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
+                .limit(limit)
+            )
+            if account is not None:
+                query = query.where(UsageRecord.account_id == (await _find_account(session, account)).id)
+            if key_id is not None:
+                query = query.where(UsageRecord.key_id == key_id)
+            if since is not None:
+                query = query.where(UsageRecord.created_at >= since)
+            records = await session.scalars(query)
+            return [UsageRow(**{f: getattr(r, f) for f in UsageRow.__dataclass_fields__}) for r in records]
+
+    # -------------------------------------------------------------------- ledger
+    async def ledger(self) -> list[LedgerLine]:
+        credits = (
+            select(func.coalesce(func.sum(CreditTransaction.amount_nano), 0))
+            .where(CreditTransaction.account_id == Account.id)
+            .scalar_subquery()
+        )
+        usage = (
+            select(func.coalesce(func.sum(UsageRecord.cost_nano), 0))
+            .where(UsageRecord.account_id == Account.id)
+            .scalar_subquery()
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Account.id, Account.name, Account.balance_nano, credits, usage).order_by(Account.name)
+            )
+            return [LedgerLine(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+def _credit(account_id: str, amount: int, kind: str, note: str | None, actor: str) -> CreditTransaction:
+    return CreditTransaction(
+        account_id=account_id, amount_nano=amount, kind=kind, note=note, actor=actor, created_at=utcnow()
+    )
+
+
+async def _find_account(session: AsyncSession, ref: str) -> Account:
+    account = await session.scalar(select(Account).where(or_(Account.id == ref, Account.name == ref)))
+    if account is None:
+        raise StoreError(f"no account with id or name '{ref}'")
+    return account
+
+
+__all__ = [
+    "AccountView",
+    "CreditState",
+    "CreditView",
+    "KeyView",
+    "LedgerLine",
+    "Store",
+    "StoreError",
+    "UsageRow",
+]

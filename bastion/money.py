@@ -1,0 +1,50 @@
+"""Exact money: integers of nano-USD (1e-9 USD), never floats.
+
+Balances, reservations and costs are ints everywhere (database BIGINT, Redis INCRBY, Python int), so
+they add up exactly. A request's cost is computed exactly from its usage and the model's Decimal
+prices, then rounded up to the next nano-USD: the rounding is below a billionth of a dollar per request.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+NANO_PER_USD = 10**9
+_NANO = Decimal(NANO_PER_USD)
+_TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)  # prices are per 1M tokens
+
+
+class MoneyError(ValueError):
+    """An amount that is not a valid USD figure."""
+
+
+def usd_to_nano(amount: str | int | Decimal) -> int:
+    """A USD amount as nano-USD, exactly; more than 9 decimals or a non-number is an error."""
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise MoneyError(f"'{amount}' is not a USD amount") from None
+    if not value.is_finite():
+        raise MoneyError(f"'{amount}' is not a USD amount")
+    nano = value * _NANO
+    if nano != nano.to_integral_value():
+        raise MoneyError(f"'{amount}' has more than 9 decimals")
+    return int(nano)
+
+
+def nano_to_usd(nano: int) -> Decimal:
+    return Decimal(nano) / _NANO
+
+
+def format_usd(nano: int) -> str:
+    """Human form: '$12.50', '$0.000001234'; trailing zeros beyond cents trimmed."""
+    sign = "-" if nano < 0 else ""
+    units, rest = divmod(abs(nano), NANO_PER_USD)
+    fraction = f"{rest:09d}".rstrip("0")
+    return f"{sign}${units}.{fraction.ljust(2, '0')}"
+
+
+def cost_nano(units_by_price: list[tuple[int, Decimal]], per: Decimal = _TOKENS_PER_PRICE_UNIT) -> int:
+    """Cost of (quantity, USD price per `per` units) pairs, rounded up to a whole nano-USD."""
+    exact = sum((Decimal(quantity) * price for quantity, price in units_by_price), Decimal(0))
+    return int((exact * _NANO / per).to_integral_value(rounding=ROUND_CEILING))
