@@ -80,3 +80,21 @@ def service_unavailable(message: str) -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, "internal_error", "server_error", "Internal error; the request was not completed.")
+
+
+def invalid_api_key() -> ApiError:
+    # One answer for missing, malformed, unknown, revoked and expired keys: nothing to probe.
+    return ApiError(
+        401,
+        "invalid_api_key",
+        "authentication_error",
+        "Invalid API key. Send 'Authorization: Bearer qbt_...' with an active key.",
+    )
+
+
+def insufficient_funds(message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(402, "insufficient_funds", "billing_error", message, headers=headers)
+
+
+def rate_limited(message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(429, "rate_limit_exceeded", "rate_limit_error", message, headers=headers)

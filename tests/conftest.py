@@ -15,10 +15,12 @@ import httpx
 import openai
 import pytest
 import yaml
+from provision import account_with_key, migrated, run, sqlite_url
 from upstream import MockUpstream
 
 PROVIDER_KEY = "sk-prov-SECRET"
-CLIENT_KEY = "qbt_test_0123456789abcdefghijklmnopqrstuv"
+CLIENT_KEY = "qbt_Test0123456789abcdefghijklmnopqrstuvwxyz"
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 # Public model id -> upstream mode of tests/upstream.py (public ids differ so the model restore shows).
 UPSTREAM_MODES = [
@@ -67,11 +69,12 @@ class Gateway:
 def start_gateway(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> Gateway:
     port = free_port()
     log = log_path.open("wb")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--config", str(config_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY, **(env or {})},
+        env={**inherited, "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY, **(env or {})},
     )
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -158,7 +161,11 @@ def gateway(
     workdir = tmp_path_factory.mktemp("gateway")
     config_path = workdir / "bastion.yaml"
     config_path.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-    server = start_gateway(config_path, workdir / "bastion.log", {"BASTION_MAX_BODY_BYTES": str(256 * 1024)})
+    database = sqlite_url(workdir)
+    run(migrated(database))
+    run(account_with_key(database, "proxy-tests", 10**18, CLIENT_KEY, rpm=1_000_000, tpm=100_000_000))
+    env = {"BASTION_MAX_BODY_BYTES": str(256 * 1024), "BASTION_DATABASE_URL": database}
+    server = start_gateway(config_path, workdir / "bastion.log", env)
     yield server
     stop_gateway(server)
 
@@ -175,5 +182,5 @@ def aclient(gateway: Gateway) -> openai.AsyncOpenAI:
 
 @pytest.fixture
 def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.root, timeout=20) as session:
+    with httpx.Client(base_url=gateway.root, timeout=20, headers=AUTH) as session:
         yield session

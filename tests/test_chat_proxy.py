@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, PROVIDER_KEY, Gateway
+from conftest import AUTH, CLIENT_KEY, PROVIDER_KEY, Gateway
 from upstream import MockUpstream
 
 HELLO = [{"role": "user", "content": "hi there"}]
@@ -87,7 +87,9 @@ def test_pass_through_changes_only_the_model(client: openai.OpenAI, upstream: Mo
 def test_same_upstream_name_forwards_the_original_bytes(gateway: Gateway, upstream: MockUpstream) -> None:
     raw = b'{"model": "same-name",  "messages": [{"role": "user", "content": "x"}], "n": 1.0e0}'
     response = httpx.post(
-        gateway.base_url + "/chat/completions", content=raw, headers={"content-type": "application/json"}
+        gateway.base_url + "/chat/completions",
+        content=raw,
+        headers={"content-type": "application/json", **AUTH},
     )
     assert response.status_code == 200
     sent = upstream.last_request()
@@ -98,7 +100,7 @@ def test_integers_past_64_bits_survive_a_model_rewrite(gateway: Gateway, upstrea
     raw = (
         b'{"model": "m-echo", "messages": [{"role": "user", "content": "x"}], "big": 12345678901234567890123}'
     )
-    response = httpx.post(gateway.base_url + "/chat/completions", content=raw)
+    response = httpx.post(gateway.base_url + "/chat/completions", content=raw, headers=AUTH)
     assert response.status_code == 200
     sent = upstream.last_request()
     assert sent is not None
@@ -171,8 +173,16 @@ def test_streaming_relays_every_chunk_with_the_public_model(
     assert text == "Hello world"
     assert {c.model for c in chunks} == {"m-echo"}  # type: ignore[attr-defined]
     assert chunks[-1].choices[0].finish_reason == "stop"  # type: ignore[attr-defined]
+    assert all(c.usage is None for c in chunks)  # type: ignore[attr-defined]
+    # The one sanctioned addition: Bastion asks for usage (to bill) and hides the usage chunk.
     sent = upstream.last_request()
-    assert sent is not None and sent.json == {"model": "echo", "messages": HELLO, "stream": True}
+    assert sent is not None
+    assert sent.json == {
+        "model": "echo",
+        "messages": HELLO,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
 
 def test_streaming_wire_format_ends_with_done(http: httpx.Client) -> None:
@@ -309,7 +319,7 @@ def test_client_hanging_up_during_a_silent_upstream_closes_it(
         httpx.post(
             gateway.base_url + "/chat/completions",
             json={"model": "m-hang", "messages": HELLO},
-            headers={"x-request-id": key},
+            headers={"x-request-id": key, **AUTH},
             timeout=httpx.Timeout(5, read=0.5),
         )
     hung_up = time.monotonic()

@@ -15,6 +15,7 @@ import httpx2
 import openai
 import pytest
 from conftest import Gateway, free_port, stop_gateway
+from provision import account_with_key, migrated, sqlite_url
 
 from bastion.api.app import BastionApp, catalog_for
 from bastion.config import Settings
@@ -23,13 +24,16 @@ from bastion.proxy.providers import HttpProvider, Provider, UpstreamRequest, Ups
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    # A fresh directory is a fresh machine: no database, no key; the demo creates both.
     port = free_port()
-    log_path = tmp_path_factory.mktemp("demo") / "demo.log"
+    workdir = tmp_path_factory.mktemp("demo")
+    log_path = workdir / "demo.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "bastion", "serve", "--demo", "--port", str(port)],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+        cwd=workdir,
     )
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -46,14 +50,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     stop_gateway(server)
 
 
+def _demo_key(demo: Gateway) -> str:
+    return (demo.log_path.parent / "bastion-demo.key").read_text().strip()
+
+
 def _client(demo: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=demo.base_url, api_key="qbt_anything", max_retries=0)
+    return openai.OpenAI(base_url=demo.base_url, api_key=_demo_key(demo), max_retries=0)
+
+
+def test_demo_prints_its_key_once_and_keeps_it(demo: Gateway) -> None:
+    key = _demo_key(demo)
+    assert key.startswith("qbt_") and len(key) == 44
+    assert demo.log_text().count(key) == 1
+    assert oct((demo.log_path.parent / "bastion-demo.key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_seed_curl_example(demo: Gateway) -> None:
     response = httpx.post(
         demo.base_url + "/chat/completions",
-        headers={"Authorization": "Bearer qbt_demo", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {_demo_key(demo)}", "Content-Type": "application/json"},
         content=b'{"model": "gpt-oss-120b",'
         b' "messages": [{ "role": "user", "content": "Reply with exactly: ok" }], "max_tokens": 16}',
     )
@@ -126,13 +141,18 @@ class _BrokenProvider(Provider):
 
 
 async def test_a_bug_is_a_500_envelope_without_traceback(tmp_path: Path) -> None:
-    settings = Settings(demo=True)
+    database = sqlite_url(tmp_path)
+    await migrated(database)
+    _, _, key = await account_with_key(database, "bug", 10**12)
+    settings = Settings(demo=True, database_url=database)
     app = BastionApp(settings, catalog_for(settings))
+    await app.startup()
     broken = _BrokenProvider(app.catalog.providers["demo"])
     for choices in app.gateway.router._choices.values():
         choices.targets = [type(t)(t.deployment, broken, t.restore_model) for t in choices.targets]
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bastion") as http:
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bastion", headers=auth) as http:
         response = await http.post(
             "/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]}
         )
@@ -143,13 +163,12 @@ async def test_a_bug_is_a_500_envelope_without_traceback(tmp_path: Path) -> None
         assert leak not in response.text
 
     sdk_http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://bastion")
-    sdk = openai.AsyncOpenAI(
-        base_url="http://bastion/v1", api_key="qbt_x", max_retries=0, http_client=sdk_http
-    )
+    sdk = openai.AsyncOpenAI(base_url="http://bastion/v1", api_key=key, max_retries=0, http_client=sdk_http)
     with pytest.raises(openai.InternalServerError) as caught:
         await sdk.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 500
     assert (caught.value.code, caught.value.type) == ("internal_error", "server_error")
+    await app.shutdown()
 
 
 async def test_provider_pools_open_at_startup_and_close_at_shutdown(tmp_path: Path) -> None:
@@ -158,7 +177,8 @@ async def test_provider_pools_open_at_startup_and_close_at_shutdown(tmp_path: Pa
         "providers: [{name: up, base_url: 'http://127.0.0.1:9/v1'}]\n"
         "models: [{id: m, category: LLM, deployments: [{provider: up, model: m}], price: {}}]\n"
     )
-    app = BastionApp(Settings(config=config), catalog_for(Settings(config=config)))
+    settings = Settings(config=config, database_url=sqlite_url(tmp_path))
+    app = BastionApp(settings, catalog_for(settings))
     provider = app.providers["up"]
     assert isinstance(provider, HttpProvider) and provider._session is None
     await app.startup()

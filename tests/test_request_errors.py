@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import Gateway
+from conftest import AUTH, Gateway
 from upstream import MockUpstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -144,7 +144,7 @@ def test_unparseable_bodies_are_400(
 
 def test_json_with_charset_and_without_content_type_is_accepted(gateway: Gateway) -> None:
     body = b'{"model": "m-echo", "messages": [{"role": "user", "content": "hi"}]}'
-    for headers in ({"content-type": "application/json; charset=utf-8"}, {}):
+    for headers in ({"content-type": "application/json; charset=utf-8", **AUTH}, AUTH):
         response = httpx.post(gateway.base_url + "/chat/completions", content=body, headers=headers)
         assert response.status_code == 200, response.text
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import openai
 import pytest
 import yaml
 from conftest import Gateway, gateway_models_file, start_gateway, stop_gateway
+from provision import REDIS_URL, account_with_key, migrated, run, sqlite_url
 from upstream import MockUpstream
 
 
@@ -38,12 +43,35 @@ def test_sdk_sees_405_as_api_status_error(client: openai.OpenAI) -> None:
     assert caught.value.response.headers["allow"] == "POST"
 
 
+def test_several_workers_need_redis(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", "--demo", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+    )
+    assert result.returncode == 2
+    assert "--workers 2 needs BASTION_REDIS_URL" in result.stderr
+    assert not (tmp_path / "bastion.db").exists()
+
+
 def test_two_workers_serve_the_same_routes(
     upstream: MockUpstream, blackhole_port: int, tmp_path: Path
 ) -> None:
     config = tmp_path / "bastion.yaml"
     config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-    server: Gateway = start_gateway(config, tmp_path / "log", {"BASTION_WORKERS": "2"})
+    database = sqlite_url(tmp_path)
+    run(migrated(database))
+    _, _, key = run(account_with_key(database, "workers", 10**15))
+    env = {
+        "BASTION_WORKERS": "2",
+        "BASTION_DATABASE_URL": database,
+        "BASTION_REDIS_URL": REDIS_URL,
+        "BASTION_REDIS_PREFIX": f"test-{secrets.token_hex(4)}:",
+    }
+    server: Gateway = start_gateway(config, tmp_path / "log", env)
     try:
         deadline = time.monotonic() + 20
         while server.log_text().count("Application startup complete") < 2:
@@ -51,7 +79,7 @@ def test_two_workers_serve_the_same_routes(
             time.sleep(0.05)
         pids = set(re.findall(r"Started server process \[(\d+)\]", server.log_text()))
         assert len(pids) == 2
-        client = openai.OpenAI(base_url=server.base_url, api_key="qbt_x", max_retries=0)
+        client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
         answers = {
             client.chat.completions.create(model="m-echo", messages=[{"role": "user", "content": str(i)}])
             .choices[0]

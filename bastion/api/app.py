@@ -19,12 +19,11 @@ from bastion import __version__
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.gateway import ENDPOINTS, Gateway
 from bastion.api.openapi import install_openapi
-from bastion.auth import OpenAuthenticator
-from bastion.billing import FreeAdmission
 from bastion.config import Catalog, Settings, load_catalog
 from bastion.errors import ApiError, internal_error, invalid_request, method_not_allowed, not_found
 from bastion.proxy.providers import Provider, build_provider
 from bastion.proxy.routing import Router
+from bastion.services import Services
 
 log = logging.getLogger("bastion")
 
@@ -44,10 +43,11 @@ class BastionApp:
         self.providers: dict[str, Provider] = {
             name: build_provider(config) for name, config in catalog.providers.items()
         }
+        self.services = Services(settings)
         self.gateway = Gateway(
             Router(catalog, self.providers),
-            authenticator=OpenAuthenticator(),
-            admission=FreeAdmission(),
+            authenticator=self.services.authenticator,
+            admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
         )
         self.endpoints = {endpoint.path: endpoint for endpoint in ENDPOINTS}
@@ -69,6 +69,7 @@ class BastionApp:
             await self.web(scope, receive, send)
 
     async def startup(self) -> None:
+        await self.services.start()
         for provider in self.providers.values():
             await provider.start()
         log.info(
@@ -78,6 +79,7 @@ class BastionApp:
     async def shutdown(self) -> None:
         for provider in self.providers.values():
             await provider.close()
+        await self.services.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -90,7 +90,12 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: RawHeaders) 
     await send({"type": "http.response.body", "body": body})
 
 
+_NOT_RETRYABLE = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
+
+
 async def send_error(send: Send, error: ApiError, extra_headers: RawHeaders) -> None:
     headers = [*JSON_HEADERS, *extra_headers]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    if error.status in _NOT_RETRYABLE and "x-should-retry" not in error.headers:
+        headers.append((b"x-should-retry", b"false"))  # the OpenAI SDKs obey it
     await send_bytes(send, error.status, error.body(), headers)

@@ -29,8 +29,9 @@ from bastion.api.exchange import Exchange
 from bastion.api.validation import check_chat, require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome
+from bastion.billing.estimate import text_chars
 from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
-from bastion.proxy.body import rewrite_model
+from bastion.proxy.body import upstream_body, wants_stream_usage
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
 from bastion.proxy.routing import Route, Router
@@ -83,7 +84,7 @@ class Gateway:
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
-        ticket = await self.admission.admit(principal, route, body)
+        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint.kind)
         exchange.headers += ticket.headers
         outcome = Outcome(status=502)
         try:
@@ -114,9 +115,11 @@ class Gateway:
         outcome: Outcome,
     ) -> None:
         stream = body.get("stream") is True
+        # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
+        ask_usage = stream and not wants_stream_usage(body)
         request = UpstreamRequest(
             path=endpoint.upstream_path,
-            body=rewrite_model(raw, body, route.target.deployment.model),
+            body=upstream_body(raw, body, route.target.deployment.model, ask_usage),
             payload=body,
             upstream_model=route.target.deployment.model,
             stream=stream,
@@ -128,7 +131,7 @@ class Gateway:
         try:
             response = await route.target.provider.send(request)
             if stream:
-                await self._relay_stream(route, response, exchange, outcome)
+                await self._relay_stream(route, response, exchange, outcome, ask_usage)
             else:
                 await self._relay_json(route, response, exchange, outcome)
         except ApiError as error:
@@ -151,10 +154,11 @@ class Gateway:
         answer, parsed = await read_json_answer(response, route)
         outcome.status = response.status
         outcome.usage = usage_of(parsed)
+        outcome.text_chars = text_chars(answer)
         await exchange.respond(response.status, answer)
 
     async def _relay_stream(
-        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome
+        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome, hide_usage: bool
     ) -> None:
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
@@ -163,7 +167,7 @@ class Gateway:
             raise upstream_error(
                 f"The upstream for model '{route.model.id}' did not answer with an event stream."
             )
-        relay = StreamRelay(route)
+        relay = StreamRelay(route, strip_usage_chunk=hide_usage)
         await exchange.start_stream()
         outcome.status = 200
         try:
@@ -181,3 +185,4 @@ class Gateway:
             await exchange.fail(error)
         finally:
             outcome.usage = relay.usage
+            outcome.text_chars = relay.text_chars

@@ -1,4 +1,4 @@
-"""Who is calling. Until accounts and keys land, every caller is the anonymous principal."""
+"""Who is calling: `qbt_` keys, verified once and then served from cache (see `authenticator`)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,20 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller: which key, which account, which models it may use (None: all)."""
+    """The authenticated caller: its key, its account, and what the key allows."""
 
-    key_id: str | None = None
-    account_id: str | None = None
-    allowed_models: frozenset[str] | None = None
+    key_id: str
+    account_id: str
+    key_prefix: str
+    allowed_models: frozenset[str] | None  # None: every model
+    rpm: int
+    tpm: int
 
     def may_use(self, model_id: str) -> bool:
         return self.allowed_models is None or model_id in self.allowed_models
-
-
-ANONYMOUS = Principal()
 
 
 class Authenticator(Protocol):
     async def authenticate(self, authorization: bytes | None) -> Principal:
         """The caller behind an Authorization header, or ApiError(401)."""
         ...
-
-
-class OpenAuthenticator:
-    """Accepts every request (any bearer key, or none)."""
-
-    async def authenticate(self, authorization: bytes | None) -> Principal:
-        return ANONYMOUS

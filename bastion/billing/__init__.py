@@ -1,4 +1,4 @@
-"""Admission before forwarding (limits, credit) and settlement after. Free and unlimited for now."""
+"""Admission before forwarding (limits, credit) and settlement after (exact charge, usage record)."""
 
 from __future__ import annotations
 
@@ -10,36 +10,36 @@ from bastion.proxy.routing import Route
 
 
 @dataclass(slots=True)
-class Ticket:
-    """What admission granted one request; settlement closes it exactly once."""
-
-    principal: Principal
-    route: Route
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
 class Outcome:
     """How a forwarded request ended, for settlement."""
 
     status: int
     usage: dict[str, Any] | None = None
+    text_chars: int = 0  # generated text seen, for the estimate when the upstream reports no usage
     client_disconnected: bool = False
 
 
+@dataclass(slots=True)
+class Ticket:
+    """What admission granted one request; settlement closes it exactly once."""
+
+    principal: Principal
+    route: Route
+    request_id: str
+    endpoint: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    hold: Any = None  # the admission's own record of what it reserved
+    prompt_estimate: int = 0
+    started: float = 0.0
+
+
 class Admission(Protocol):
-    async def admit(self, principal: Principal, route: Route, body: dict[str, Any]) -> Ticket:
-        """Reserve what the request may cost, or raise ApiError (402, 429)."""
+    async def admit(
+        self, principal: Principal, route: Route, body: dict[str, Any], request_id: str, endpoint: str
+    ) -> Ticket:
+        """Reserve what the request may cost, or raise ApiError (401 revoked, 402, 429)."""
         ...
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        """Charge what it did cost and release the rest."""
+        """Charge what it did cost, release the rest, record the usage."""
         ...
-
-
-class FreeAdmission:
-    async def admit(self, principal: Principal, route: Route, body: dict[str, Any]) -> Ticket:
-        return Ticket(principal, route)
-
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -125,6 +125,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one Bastion stores is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _key_view(key: ApiKey) -> KeyView:
     models = tuple(key.allowed_models) if key.allowed_models is not None else None
     return KeyView(
@@ -135,14 +140,14 @@ def _key_view(key: ApiKey) -> KeyView:
         models,
         key.rpm,
         key.tpm,
-        key.expires_at,
-        key.revoked_at,
-        key.created_at,
+        _utc(key.expires_at),
+        _utc(key.revoked_at),
+        _utc(key.created_at),  # type: ignore[arg-type]
     )
 
 
 def _account_view(account: Account) -> AccountView:
-    return AccountView(account.id, account.name, account.balance_nano, account.created_at)
+    return AccountView(account.id, account.name, account.balance_nano, _utc(account.created_at))  # type: ignore[arg-type]
 
 
 class Store:
@@ -226,6 +231,20 @@ class Store:
                 )
             )
         return CreditState(int(credits), int(version), int(usage or 0))
+
+    async def credit_changes_since(self, transaction_id: int) -> list[tuple[str, int]]:
+        """(account id, newest transaction id) for accounts credited after `transaction_id`."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(CreditTransaction.account_id, func.max(CreditTransaction.id))
+                .where(CreditTransaction.id > transaction_id)
+                .group_by(CreditTransaction.account_id)
+            )
+            return [(account_id, int(newest)) for account_id, newest in rows]
+
+    async def newest_credit_id(self) -> int:
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.coalesce(func.max(CreditTransaction.id), 0))) or 0)
 
     # ---------------------------------------------------------------------- keys
     async def create_key(
@@ -339,8 +358,11 @@ class Store:
                 query = query.where(UsageRecord.key_id == key_id)
             if since is not None:
                 query = query.where(UsageRecord.created_at >= since)
-            records = await session.scalars(query)
-            return [UsageRow(**{f: getattr(r, f) for f in UsageRow.__dataclass_fields__}) for r in records]
+            fields = UsageRow.__dataclass_fields__
+            return [
+                UsageRow(**{f: getattr(r, f) for f in fields} | {"created_at": _utc(r.created_at)})
+                for r in await session.scalars(query)
+            ]
 
     # -------------------------------------------------------------------- ledger
     async def ledger(self) -> list[LedgerLine]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
+from bastion.billing.estimate import text_chars
 from bastion.errors import ApiError, upstream_error
 from bastion.proxy.providers import UpstreamResponse
 from bastion.proxy.routing import Route
 from bastion.proxy.sse import DONE, DONE_EVENT, SSEFramer, event_data
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _STATUS_CODES = {
     400: "invalid_request",
     404: "not_found",
@@ -105,13 +108,15 @@ class StreamRelay:
     event being completed, and a burst of events does not cost a write each.
     """
 
-    __slots__ = ("_framer", "_restore", "done", "events", "usage")
+    __slots__ = ("_framer", "_restore", "_strip_usage_chunk", "done", "events", "text_chars", "usage")
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, strip_usage_chunk: bool = False) -> None:
         self._framer = SSEFramer()
         self._restore = route.target.restore_model
+        self._strip_usage_chunk = strip_usage_chunk  # Bastion asked for usage; the client did not
         self.done = False
         self.events = 0
+        self.text_chars = 0
         self.usage: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -134,16 +139,21 @@ class StreamRelay:
                     out.append(DONE_EVENT)
                     continue
                 self.events += 1
-                if b'"usage"' in payload:
-                    self._note_usage(payload)
+                self.text_chars += text_chars(payload)
+                if b'"usage"' in payload and not _NULL_USAGE.search(payload) and self._note_usage(payload):
+                    continue
                 event = self._restore(event)
             out.append(event + b"\n\n")
         return b"".join(out)
 
-    def _note_usage(self, payload: bytes) -> None:
+    def _note_usage(self, payload: bytes) -> bool:
+        """Record the chunk's usage; True if it is a usage-only chunk the client must not see."""
         try:
-            usage = usage_of(orjson.loads(payload))
+            chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return
-        if usage is not None:
-            self.usage = usage
+            return False
+        usage = usage_of(chunk)
+        if usage is None:
+            return False
+        self.usage = usage
+        return self._strip_usage_chunk and chunk.get("choices") == []

@@ -1,67 +1,62 @@
-"""`bastion` command line: serve the gateway, check a models file."""
+"""`bastion serve` and `bastion config check`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from bastion import __version__
+from bastion.cli.output import fail
 from bastion.config import Catalog, ConfigError, Settings, load_catalog
+from bastion.db.engine import is_sqlite
+
+DEMO_ACCOUNT = "demo"
+DEMO_CREDIT_NANO = 10 * 10**9
+DEMO_KEY_FILE = Path("bastion-demo.key")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return 2
-    return int(args.run(args))
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bastion", description="OpenAI-compatible LLM API gateway.")
-    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
-    commands = parser.add_subparsers(title="commands")
-
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the gateway (uvicorn, uvloop, httptools)")
     serve.add_argument("--host", help="interface to bind (BASTION_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (BASTION_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (BASTION_WORKERS, default 1)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (BASTION_WORKERS, default 1; >1 needs Redis)"
+    )
     serve.add_argument("--config", help="models file (BASTION_CONFIG, default ./bastion.yaml)")
-    serve.add_argument("--demo", action="store_true", help="serve the built-in demo models (mock provider)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="built-in demo: mock models, a demo account and key (embedded database)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error (BASTION_LOG_LEVEL)")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=serve_command)
 
     config = commands.add_parser("config", help="models-file tools")
     config_commands = config.add_subparsers(title="config commands")
     check = config_commands.add_parser("check", help="validate a models file and print what it declares")
     check.add_argument("path", nargs="?", help="models file (default: BASTION_CONFIG or ./bastion.yaml)")
-    check.set_defaults(run=_config_check)
-    return parser
+    check.set_defaults(run=config_check)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     # Worker processes read their settings from the environment: put the flags there.
-    for flag, env in (
-        ("host", "HOST"),
-        ("port", "PORT"),
-        ("workers", "WORKERS"),
-        ("config", "CONFIG"),
-        ("log_level", "LOG_LEVEL"),
-    ):
+    for flag in ("host", "port", "workers", "config", "log_level"):
         value = getattr(args, flag)
         if value is not None:
-            os.environ[f"BASTION_{env}"] = str(value)
+            os.environ[f"BASTION_{flag.upper()}"] = str(value)
     if args.demo:
         os.environ["BASTION_DEMO"] = "1"
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if settings.workers > 1 and not settings.redis_url:
+        return fail(
+            f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
+            " must be shared by every worker, and without Redis each worker would keep its own"
+        )
 
     from bastion.api.app import BastionApp, catalog_for
 
@@ -71,8 +66,18 @@ def _serve(args: argparse.Namespace) -> int:
         hint = ""
         if not settings.demo and not Path(settings.config).exists():
             hint = " (copy bastion.example.yaml to bastion.yaml, or run `bastion serve --demo`)"
-        print(f"bastion: config error: {exc}{hint}", file=sys.stderr)
-        return 2
+        return fail(f"config error: {exc}{hint}")
+    if settings.demo:
+        if not is_sqlite(settings.database_url):
+            return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
+        saved = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.exists() else None
+        key = asyncio.run(demo_key(settings, saved))
+        if key != saved:
+            DEMO_KEY_FILE.write_text(key + "\n")
+            DEMO_KEY_FILE.chmod(0o600)
+        print(
+            f"Demo account '{DEMO_ACCOUNT}' is ready. Its API key (also in ./{DEMO_KEY_FILE}):\n\n    {key}\n"
+        )
 
     import uvicorn
 
@@ -93,13 +98,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_check(args: argparse.Namespace) -> int:
+async def demo_key(settings: Settings, saved: str | None) -> str:
+    """The demo account (with credit) and a key for it: the saved one while it is valid, else a new one."""
+    from bastion.auth.keys import hash_key
+    from bastion.db.store import Store, StoreError
+    from bastion.services import ensure_schema
+
+    store = Store.from_url(settings.database_url)
+    try:
+        await ensure_schema(store, settings.database_url)
+        try:
+            await store.account(DEMO_ACCOUNT)
+        except StoreError:
+            await store.create_account(DEMO_ACCOUNT, DEMO_CREDIT_NANO, actor="demo")
+        if saved:
+            view = await store.find_key(hash_key(saved))
+            if view is not None and view.revoked_at is None:
+                return saved
+        _, key = await store.create_key(DEMO_ACCOUNT, name=f"demo-{os.urandom(3).hex()}")
+        return key
+    finally:
+        await store.close()
+
+
+def config_check(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else Settings().config
     try:
         catalog = load_catalog(path)
     except ConfigError as exc:
-        print(f"bastion: config error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"config error: {exc}")
     print(describe(catalog))
     return 0
 

@@ -1,0 +1,130 @@
+"""Credit and rate-limit admission over the live state, and settlement from the upstream's usage."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.auth import Principal
+from bastion.billing import Outcome, Ticket
+from bastion.billing import estimate as est
+from bastion.billing.live import (
+    ADMITTED,
+    CREDIT_EXHAUSTED,
+    CREDIT_IN_FLIGHT,
+    REQUEST_LIMIT,
+    REVOKED,
+    TOKEN_LIMIT,
+    TOO_LARGE,
+    UNKNOWN_ACCOUNT,
+    AdmitResult,
+    LiveState,
+    Reservation,
+    reservation,
+)
+from bastion.db.store import Store, UsageRow
+from bastion.errors import ApiError, insufficient_funds, invalid_api_key, rate_limited
+from bastion.money import cost_nano, format_usd
+from bastion.proxy.routing import Route
+from bastion.ratelimit import ratelimit_headers
+
+
+class CreditAdmission:
+    def __init__(self, live: LiveState, store: Store, default_max_output_tokens: int) -> None:
+        self.live = live
+        self.store = store
+        self.default_max_output_tokens = default_max_output_tokens
+
+    async def admit(
+        self, principal: Principal, route: Route, body: dict[str, Any], request_id: str, endpoint: str
+    ) -> Ticket:
+        model = route.model
+        prompt = est.prompt_tokens(body)
+        output = est.output_cap(body, model.max_output_tokens, self.default_max_output_tokens)
+        worst_case = cost_nano([(prompt, model.price.input), (output, model.price.output)])
+        hold = reservation(
+            principal.key_id, principal.account_id, request_id, worst_case, prompt + output, principal.tpm
+        )
+        result = await self.live.admit(hold, principal.rpm)
+        if result.code == UNKNOWN_ACCOUNT:  # first use of this account since Redis started: load it
+            state = await self.store.credit_state(principal.account_id)
+            await self.live.load_account(principal.account_id, state)
+            result = await self.live.admit(hold, principal.rpm)
+        headers = ratelimit_headers(principal.rpm, principal.tpm, result)
+        if result.code != ADMITTED:
+            raise _refusal(result, hold, headers)
+        return Ticket(principal, route, request_id, endpoint, headers, hold, prompt, time.monotonic())
+
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
+        prompt, completion, estimated = _usage(ticket, outcome)
+        price = ticket.route.model.price
+        cost = cost_nano([(prompt, price.input), (completion, price.output)])
+        record = UsageRow(
+            request_id=ticket.request_id,
+            account_id=ticket.principal.account_id,
+            key_id=ticket.principal.key_id,
+            model=ticket.route.model.id,
+            endpoint=ticket.endpoint,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_nano=cost,
+            status=499 if outcome.client_disconnected else outcome.status,
+            latency_ms=round((time.monotonic() - ticket.started) * 1000),
+            estimated=estimated,
+            created_at=datetime.now(UTC),
+        )
+        await self.live.settle(ticket.hold, cost, prompt + completion, record)
+
+
+def _usage(ticket: Ticket, outcome: Outcome) -> tuple[int, int, bool]:
+    """(prompt, completion, estimated): the upstream's figures when it gave them, explicit zeros included."""
+    usage = outcome.usage or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None and completion is None:  # the Responses API's names
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return prompt, completion, False
+    produced = est.completion_tokens_from_chars(outcome.text_chars)
+    if produced == 0 and outcome.status >= 400 and not outcome.client_disconnected:
+        return 0, 0, False  # failed before producing anything: nothing to charge
+    return ticket.prompt_estimate, produced, True
+
+
+def _refusal(result: AdmitResult, hold: Reservation, ratelimit: list[tuple[bytes, bytes]]) -> ApiError:
+    headers = {name.decode(): value.decode() for name, value in ratelimit}
+    retry_after = str(max(1, -(-result.retry_ms // 1000)))
+    if result.code == REVOKED:
+        return invalid_api_key()
+    if result.code == TOO_LARGE:
+        return rate_limited(
+            f"This request may use {hold.tokens} tokens (prompt estimate plus max output), more than this "
+            f"key's limit of {hold.tpm} tokens per minute; lower max_tokens.",
+            {**headers, "x-should-retry": "false"},
+        )
+    if result.code == REQUEST_LIMIT:
+        return rate_limited(
+            f"Rate limit reached: {headers['x-ratelimit-limit-requests']} requests per minute for this key. "
+            f"Retry after {retry_after} s.",
+            {**headers, "retry-after": retry_after},
+        )
+    if result.code == TOKEN_LIMIT:
+        return rate_limited(
+            f"Rate limit reached: {hold.tpm} tokens per minute for this key; this request reserves "
+            f"{hold.tokens}. Retry after {retry_after} s.",
+            {**headers, "retry-after": retry_after},
+        )
+    could_cost = format_usd(hold.nano)
+    if result.code == CREDIT_IN_FLIGHT:
+        return insufficient_funds(
+            f"This request could cost up to {could_cost}; the balance is {format_usd(result.balance_nano)}"
+            f" but requests in flight hold all but {format_usd(max(result.available_nano, 0))} of it. "
+            f"Retry when they finish.",
+            {**headers, "retry-after": retry_after, "x-should-retry": "true"},
+        )
+    assert result.code == CREDIT_EXHAUSTED
+    return insufficient_funds(
+        f"Insufficient credit: this request could cost up to {could_cost} and "
+        f"{format_usd(max(result.available_nano, 0))} is available. Add credit to the account.",
+        {**headers, "x-should-retry": "false"},
+    )

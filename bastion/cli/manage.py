@@ -1,0 +1,286 @@
+"""Management commands: migrate, accounts, credits, keys, usage, ledger check.
+
+Each connects to the database named by `BASTION_DATABASE_URL` (and to Redis when `BASTION_REDIS_URL` is
+set, so revocations and top-ups reach every running instance at once), runs one operation and prints a
+table, or JSON with `--json`. Bad input is one line on stderr, exit status 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bastion.billing.live import RedisLive
+from bastion.cli.output import emit_json, fail, table
+from bastion.config import Settings
+from bastion.db import migrate
+from bastion.db.store import Store, StoreError
+from bastion.management import Management
+from bastion.money import MoneyError, format_usd, usd_to_nano
+
+_RELATIVE = re.compile(r"(\d+)([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class InputError(ValueError):
+    pass
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_: str,
+        run: Callable[..., Any],
+    ) -> argparse.ArgumentParser:
+        parser = parent.add_parser(name, help=help_)
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.set_defaults(run=lambda args: _run(run, args))
+        return parser
+
+    migrate_cmd = command(commands, "migrate", "apply database migrations", _migrate)
+    migrate_cmd.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate_cmd.add_argument("--down", action="store_true", help="downgrade to --revision (e.g. base)")
+
+    accounts = commands.add_parser("accounts", help="accounts").add_subparsers(title="accounts commands")
+    create = command(accounts, "create", "create an account", _accounts_create)
+    create.add_argument("name")
+    create.add_argument("--credits", default="0", help="initial credit in USD (e.g. 25.00)")
+    command(accounts, "list", "list accounts and balances", _accounts_list)
+
+    credits = commands.add_parser("credits", help="credits").add_subparsers(title="credits commands")
+    add = command(credits, "add", "add credit to an account", _credits_add)
+    add.add_argument("account", help="account id or name")
+    add.add_argument("usd", help="amount in USD (e.g. 10 or 0.50)")
+    add.add_argument("--note", help="why (kept with the transaction)")
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
+    key_create = command(keys, "create", "create a qbt_ key (shown once)", _keys_create)
+    key_create.add_argument("account", help="account id or name")
+    key_create.add_argument("--name")
+    key_create.add_argument("--rpm", type=int, help="requests per minute (default BASTION_DEFAULT_RPM)")
+    key_create.add_argument("--tpm", type=int, help="tokens per minute (default BASTION_DEFAULT_TPM)")
+    key_create.add_argument("--models", help="comma-separated model ids this key may use (default: all)")
+    key_create.add_argument("--expires", help="ISO date/time (UTC) or a duration from now: 30d, 12h, 2w")
+    key_list = command(keys, "list", "list keys", _keys_list)
+    key_list.add_argument("account", nargs="?", help="account id or name")
+    revoke = command(keys, "revoke", "revoke a key (takes effect on every instance)", _keys_revoke)
+    revoke.add_argument("key_id")
+
+    usage = command(commands, "usage", "usage records, newest first", _usage)
+    usage.add_argument("--account", help="account id or name")
+    usage.add_argument("--key", help="key id")
+    usage.add_argument("--since", help="ISO date/time (UTC) or a duration ago: 1h, 7d")
+    usage.add_argument("--limit", type=int, default=100)
+
+    ledger = commands.add_parser("ledger", help="ledger").add_subparsers(title="ledger commands")
+    command(ledger, "check", "verify balance = credits - usage for every account", _ledger_check)
+
+
+def _run(
+    operation: Callable[[Management, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
+) -> int:
+    async def go() -> int:
+        settings = Settings()
+        live = RedisLive(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
+        store = Store.from_url(settings.database_url)
+        try:
+            if live is not None:
+                await live.start()
+            return await operation(Management(store, live), args)
+        finally:
+            if live is not None:
+                await live.close()
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except (StoreError, MoneyError, InputError) as exc:
+        return fail(str(exc))
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def parse_when(text: str | None, future: bool) -> datetime | None:
+    """ISO date/time (naive means UTC), or a duration from now (future) or ago (past): 30m, 12h, 7d, 2w."""
+    if text is None:
+        return None
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return datetime.now(UTC) + (delta if future else -delta)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"'{text}' is neither an ISO date/time nor a duration like 30d") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _migrate(management: Management, args: argparse.Namespace) -> int:
+    engine = management.store.engine
+    if args.down:
+        await migrate.downgrade(engine, args.revision if args.revision != "head" else "base")
+    else:
+        await migrate.upgrade(engine, args.revision)
+    revision = await migrate.current_revision(engine)
+    emit_json({"revision": revision}) if args.json else print(f"database at revision {revision or 'base'}")
+    return 0
+
+
+async def _accounts_create(management: Management, args: argparse.Namespace) -> int:
+    credits = usd_to_nano(args.credits)
+    account = await management.create_account(args.name, credits, _actor())
+    if args.json:
+        emit_json(account.as_json())
+    else:
+        print(f"account {account.id} '{account.name}' created with {format_usd(account.balance_nano)}")
+    return 0
+
+
+async def _accounts_list(management: Management, args: argparse.Namespace) -> int:
+    accounts = await management.list_accounts()
+    if args.json:
+        emit_json([a.as_json() for a in accounts])
+    else:
+        table(
+            [(a.id, a.name, format_usd(a.balance_nano), a.created_at) for a in accounts],
+            ["ID", "NAME", "BALANCE", "CREATED"],
+        )
+    return 0
+
+
+async def _credits_add(management: Management, args: argparse.Namespace) -> int:
+    credit = await management.add_credits(args.account, usd_to_nano(args.usd), args.note, _actor())
+    if args.json:
+        emit_json(credit.as_json())
+    else:
+        print(
+            f"added {format_usd(credit.amount_nano)} to {credit.account_id};"
+            f" balance {format_usd(credit.balance_nano)}"
+        )
+    return 0
+
+
+async def _keys_create(management: Management, args: argparse.Namespace) -> int:
+    models = args.models.split(",") if args.models is not None else None
+    expires = parse_when(args.expires, future=True)
+    key, plaintext = await management.create_key(args.account, args.name, args.rpm, args.tpm, models, expires)
+    if args.json:
+        emit_json({**key.as_json(), "key": plaintext})
+    else:
+        print(
+            f"key {key.id} '{key.name}' for {key.account_id}."
+            f" The key is shown this once:\n\n    {plaintext}\n"
+        )
+    return 0
+
+
+async def _keys_list(management: Management, args: argparse.Namespace) -> int:
+    keys = await management.list_keys(args.account)
+    if args.json:
+        emit_json([k.as_json() for k in keys])
+    else:
+        rows = [
+            (
+                k.id,
+                k.account_id,
+                k.name,
+                k.prefix + "...",
+                "revoked" if k.revoked_at else "active",
+                k.rpm or "-",
+                k.tpm or "-",
+                ",".join(k.allowed_models) if k.allowed_models else "all",
+                k.expires_at or "-",
+            )
+            for k in keys
+        ]
+        table(rows, ["ID", "ACCOUNT", "NAME", "PREFIX", "STATE", "RPM", "TPM", "MODELS", "EXPIRES"])
+    return 0
+
+
+async def _keys_revoke(management: Management, args: argparse.Namespace) -> int:
+    key = await management.revoke_key(args.key_id)
+    emit_json(key.as_json()) if args.json else print(f"key {key.id} revoked at {key.revoked_at}")
+    return 0
+
+
+async def _usage(management: Management, args: argparse.Namespace) -> int:
+    since = parse_when(args.since, future=False)
+    rows = await management.usage(args.account, args.key, since, args.limit)
+    if args.json:
+        emit_json([_usage_json(r) for r in rows])
+        return 0
+    table(
+        [
+            (
+                r.created_at,
+                r.request_id,
+                r.account_id,
+                r.key_id,
+                r.model,
+                r.endpoint,
+                r.prompt_tokens,
+                r.completion_tokens,
+                format_usd(r.cost_nano) + ("~" if r.estimated else ""),
+                r.status,
+            )
+            for r in rows
+        ],
+        ["TIME", "REQUEST", "ACCOUNT", "KEY", "MODEL", "ENDPOINT", "IN", "OUT", "COST", "STATUS"],
+    )
+    return 0
+
+
+def _usage_json(row: Any) -> dict[str, Any]:
+    data = {field: getattr(row, field) for field in row.__dataclass_fields__}
+    data["created_at"] = row.created_at.isoformat()
+    data["cost_usd"] = format_usd(row.cost_nano)
+    return data
+
+
+async def _ledger_check(management: Management, args: argparse.Namespace) -> int:
+    lines = await management.ledger()
+    bad = [line for line in lines if not line.ok]
+    if args.json:
+        emit_json(
+            {
+                "ok": not bad,
+                "accounts": [
+                    {
+                        "account_id": line.account_id,
+                        "name": line.name,
+                        "balance_nano": line.balance_nano,
+                        "credits_nano": line.credits_nano,
+                        "usage_nano": line.usage_nano,
+                        "ok": line.ok,
+                    }
+                    for line in lines
+                ],
+            }
+        )
+    else:
+        table(
+            [
+                (
+                    line.name,
+                    format_usd(line.balance_nano),
+                    format_usd(line.credits_nano),
+                    format_usd(line.usage_nano),
+                    "ok" if line.ok else "MISMATCH",
+                )
+                for line in lines
+            ],
+            ["ACCOUNT", "BALANCE", "CREDITS", "USAGE", "CHECK"],
+        )
+        print(f"{len(lines) - len(bad)} of {len(lines)} accounts balance" if lines else "no accounts")
+    return 1 if bad else 0

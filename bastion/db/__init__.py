@@ -1,0 +1,1 @@
+"""Storage: models, engine, migrations, and the operations on them."""

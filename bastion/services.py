@@ -1,0 +1,71 @@
+"""The long-lived parts of a Bastion process, built from settings, started and stopped in order."""
+
+from __future__ import annotations
+
+import logging
+
+from bastion.auth.authenticator import KeyAuthenticator
+from bastion.billing.admission import CreditAdmission
+from bastion.billing.ledger import LedgerWriter, MemoryLedger, RedisLedger
+from bastion.billing.live import LiveState, MemoryLive, RedisLive
+from bastion.config import Settings
+from bastion.db import migrate
+from bastion.db.engine import is_sqlite
+from bastion.db.store import Store
+from bastion.management import Management
+from bastion.sync import Sync
+
+log = logging.getLogger("bastion")
+
+
+class SchemaError(RuntimeError):
+    """The database is not at the schema this Bastion needs."""
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store.from_url(settings.database_url)
+        self.live: LiveState
+        self.ledger: LedgerWriter
+        if settings.redis_url:
+            redis_live = RedisLive(settings.redis_url, settings.redis_prefix)
+            self.live, self.ledger = redis_live, RedisLedger(self.store, redis_live)
+            shared = redis_live.redis
+        else:
+            memory_live = MemoryLive()
+            self.live, self.ledger = memory_live, MemoryLedger(self.store, memory_live)
+            shared = None
+        self.authenticator = KeyAuthenticator(
+            self.store, settings.default_rpm, settings.default_tpm, shared, settings.redis_prefix
+        )
+        self.admission = CreditAdmission(self.live, self.store, settings.default_max_output_tokens)
+        self.management = Management(self.store, self.live)
+        self.sync = Sync(self.store, self.live, self.authenticator)
+
+    async def start(self) -> None:
+        await ensure_schema(self.store, self.settings.database_url)
+        await self.live.start()
+        await self.ledger.start()
+        await self.sync.start()
+
+    async def close(self) -> None:
+        await self.sync.close()
+        await self.ledger.close()  # writes every usage record still waiting
+        await self.live.close()
+        await self.store.close()
+
+
+async def ensure_schema(store: Store, database_url: str) -> None:
+    """The embedded SQLite database migrates itself; a shared database must be migrated by the operator."""
+    head = migrate.head_revision()
+    current = await migrate.current_revision(store.engine)
+    if current == head:
+        return
+    if is_sqlite(database_url):
+        log.info("migrating the embedded database from %s to %s", current, head)
+        await migrate.upgrade(store.engine)
+        return
+    raise SchemaError(
+        f"the database schema is at {current or 'nothing'}, this Bastion needs {head}: run `bastion migrate`"
+    )
