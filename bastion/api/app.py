@@ -55,8 +55,13 @@ class BastionApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            endpoint = self.endpoints.get(scope["path"])
-            if endpoint is None:
+            path = scope["path"]
+            endpoint = self.endpoints.get(path)
+            if path == "/v1/models" or path.startswith("/v1/models/"):
+                await self._models(
+                    scope, receive, send, path[len("/v1/models/") :] if path != "/v1/models" else None
+                )
+            elif endpoint is None:
                 await self.web(scope, receive, _with_request_id(send, request_id_for(scope)))
             elif scope["method"] == "POST":
                 await self.gateway.handle(endpoint, scope, receive, send)
@@ -67,6 +72,16 @@ class BastionApp:
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, send)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
+        if scope["method"] == "GET" and model_id != "":
+            await self.gateway.handle_models(scope, receive, send, model_id)
+        elif model_id == "":
+            await self.gateway.reject(not_found(scope["path"]), scope, receive, send)
+        else:
+            await self.gateway.reject(
+                method_not_allowed(scope["method"], scope["path"], "GET"), scope, receive, send
+            )
 
     async def startup(self) -> None:
         await self.services.start()

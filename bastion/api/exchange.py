@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bastion.api.asgi import JSON_HEADERS, RawHeaders, Receive, Scope, Send, send_bytes, send_error
+from bastion.auth import Principal
 from bastion.errors import ApiError
 from bastion.proxy.sse import error_event
 
@@ -18,7 +19,17 @@ _SSE_HEADERS: RawHeaders = [
 class Exchange:
     """The answer to one request: a JSON body, or an event stream that can still end in an error event."""
 
-    __slots__ = ("_watch", "headers", "receive", "request_id", "scope", "send", "streaming")
+    __slots__ = (
+        "_watch",
+        "headers",
+        "limited",
+        "principal",
+        "receive",
+        "request_id",
+        "scope",
+        "send",
+        "streaming",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         self.scope = scope
@@ -27,6 +38,8 @@ class Exchange:
         self.request_id = request_id
         self.headers: RawHeaders = [(b"x-request-id", request_id.encode("ascii"))]
         self.streaming = False
+        self.principal: Principal | None = None  # set once the key is verified
+        self.limited = False  # the rate-limit headers are in `headers`
         self._watch: DisconnectWatch | None = None
 
     def watch_disconnect(self) -> DisconnectWatch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -61,23 +61,66 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(scope, receive, send, request_id_for(scope))
-        try:
-            await self._serve(endpoint, exchange)
-        except ApiError as error:
-            await exchange.fail(error)
-        except ClientDisconnected:
-            pass
-        except Exception:
-            log.exception("internal error request_id=%s path=%s", exchange.request_id, endpoint.path)
-            await exchange.fail(internal_error())
+        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve, endpoint)
+
+    async def handle_models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
+        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve_models, model_id)
 
     async def reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         await Exchange(scope, receive, send, request_id_for(scope)).fail(error)
 
+    async def _run(
+        self, exchange: Exchange, work: Callable[[Any, Exchange], Awaitable[None]], arg: Any
+    ) -> None:
+        """One request: the work, and every failure as the envelope (or a closing stream event)."""
+        try:
+            await work(arg, exchange)
+        except ApiError as error:
+            await self._add_limit_headers(exchange, error)
+            await exchange.fail(error)
+        except ClientDisconnected:
+            pass
+        except Exception:
+            log.exception("internal error request_id=%s path=%s", exchange.request_id, exchange.scope["path"])
+            await exchange.fail(internal_error())
+
+    async def _add_limit_headers(self, exchange: Exchange, error: ApiError) -> None:
+        """Authenticated answers carry the rate-limit headers, even when they admitted nothing."""
+        principal = exchange.principal
+        if principal is None or exchange.limited or exchange.streaming or error.status == 401:
+            return
+        if "x-ratelimit-limit-requests" in error.headers:
+            return
+        try:
+            exchange.headers += await self.admission.limit_headers(principal)
+        except Exception:
+            log.warning("rate-limit headers unavailable request_id=%s", exchange.request_id, exc_info=True)
+
+    async def _serve_models(self, model_id: str | None, exchange: Exchange) -> None:
+        principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
+        exchange.principal = principal
+        if model_id is None:
+            answer = {
+                "object": "list",
+                "data": [m for m in self.router.model_objects() if principal.may_use(m["id"])],
+            }
+        else:
+            answer = self.router.model_object(model_id)
+            if answer is None or not principal.may_use(model_id):
+                raise ApiError(
+                    404,
+                    "model_not_found",
+                    "invalid_request_error",
+                    f"The model '{model_id}' does not exist.",
+                    "model",
+                )
+        exchange.headers += await self.admission.limit_headers(principal)
+        exchange.limited = True
+        await exchange.respond(200, orjson.dumps(answer))
+
     async def _serve(self, endpoint: Endpoint, exchange: Exchange) -> None:
-        scope = exchange.scope
-        principal = await self.authenticator.authenticate(header(scope, b"authorization"))
+        principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
+        exchange.principal = principal
         raw, body = await self._parse_body(exchange)
         model_id = require_model(body)
         endpoint.check(body)
@@ -86,6 +129,7 @@ class Gateway:
         route = self.router.resolve(model_id, endpoint.kind)
         ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint.kind)
         exchange.headers += ticket.headers
+        exchange.limited = True
         outcome = Outcome(status=502)
         try:
             await self._forward(endpoint, route, raw, body, exchange, outcome)

@@ -43,3 +43,7 @@ class Admission(Protocol):
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         """Charge what it did cost, release the rest, record the usage."""
         ...
+
+    async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
+        """Rate-limit headers for an authenticated answer that admitted nothing."""
+        ...

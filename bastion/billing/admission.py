@@ -56,6 +56,11 @@ class CreditAdmission:
             raise _refusal(result, hold, headers)
         return Ticket(principal, route, request_id, endpoint, headers, hold, prompt, time.monotonic())
 
+    async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
+        """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body)."""
+        now = await self.live.peek(principal.key_id, principal.rpm, principal.tpm)
+        return ratelimit_headers(principal.rpm, principal.tpm, now)
+
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         prompt, completion, estimated = _usage(ticket, outcome)
         price = ticket.route.model.price

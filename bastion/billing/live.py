@@ -72,6 +72,10 @@ class LiveState(ABC):
     async def admit(self, hold: Reservation, rpm: int) -> AdmitResult: ...
 
     @abstractmethod
+    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
+        """The key's buckets now, consuming nothing (for answers that admit nothing)."""
+
+    @abstractmethod
     async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
         """Charge `cost_nano`, release the hold, record the usage; returns the balance after it."""
 
@@ -93,10 +97,11 @@ class RedisLive(LiveState):
         self._admit = self.redis.register_script(scripts.joinpath("admit.lua").read_text())
         self._settle = self.redis.register_script(scripts.joinpath("settle.lua").read_text())
         self._load = self.redis.register_script(scripts.joinpath("load_account.lua").read_text())
+        self._peek = self.redis.register_script(scripts.joinpath("peek.lua").read_text())
 
     async def start(self) -> None:
         await self.redis.ping()
-        for script in (self._admit, self._settle, self._load):
+        for script in (self._admit, self._settle, self._load, self._peek):
             script.sha = await self.redis.script_load(script.script)
 
     async def close(self) -> None:
@@ -110,6 +115,10 @@ class RedisLive(LiveState):
         keys = [*self._keys(hold), f"{self.prefix}revoked:{hold.key_id}"]
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
         return AdmitResult(*(int(v) for v in await self._admit(keys=keys, args=args)))
+
+    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
+        answer = await self._peek(keys=[f"{self.prefix}bucket:{key_id}"], args=[rpm, tpm])
+        return AdmitResult(*(int(v) for v in answer))
 
     async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
         keys = [*self._keys(hold), self.stream]
@@ -203,6 +212,22 @@ class MemoryLive(LiveState):
         account.holds[hold.member] = (hold.nano, now + RESERVATION_TTL_MS)
         available -= hold.nano
         return answer(ADMITTED, 0)
+
+    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
+        now = time.monotonic() * 1000
+        bucket = self._bucket(key_id, rpm, tpm, now)
+        bucket.refill_requests(rpm, now)
+        bucket.refill_tokens(tpm, now)
+        return AdmitResult(
+            ADMITTED,
+            math.floor(max(bucket.requests, 0)),
+            math.ceil((rpm - bucket.requests) * 60000 / rpm),
+            math.floor(max(bucket.tokens, 0)),
+            math.ceil((tpm - bucket.tokens) * 60000 / tpm),
+            0,
+            0,
+            0,
+        )
 
     def _bucket(self, key_id: str, rpm: int, tpm: int, now: float) -> _Bucket:
         bucket = self._buckets.get(key_id)

@@ -7,6 +7,7 @@ Secrets never live in the file: a provider's key is a `${ENV_VAR}` reference res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class Catalog:
     source: str
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
+    created: int = 0  # unix time the file was written: the models' `created`
 
 
 def load_catalog(path: Path | str) -> Catalog:
@@ -129,7 +131,8 @@ def load_catalog(path: Path | str) -> Catalog:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read the models file ({exc.strerror or exc})") from None
-    return parse_catalog(text, path)
+    catalog = parse_catalog(text, path)
+    return dataclasses.replace(catalog, created=int(path.stat().st_mtime))
 
 
 def parse_catalog(text: str, source: Path | str) -> Catalog:

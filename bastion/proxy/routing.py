@@ -83,6 +83,25 @@ class Router:
             )
             for model in catalog.models.values()
         }
+        self._objects: list[dict[str, object]] = [
+            {
+                "id": model.id,
+                "object": "model",
+                "created": catalog.created,
+                "owned_by": "bastion",
+                "category": model.category,
+                "endpoints": list(model.endpoints),
+            }
+            for model in catalog.models.values()
+        ]
+        self._objects_by_id = {o["id"]: o for o in self._objects}  # type: ignore[misc]
+
+    def model_objects(self) -> list[dict[str, object]]:
+        """Every model as OpenAI's model object (plus Bastion's category and endpoint kinds)."""
+        return self._objects
+
+    def model_object(self, model_id: str) -> dict[str, object] | None:
+        return self._objects_by_id.get(model_id)
 
     def resolve(self, model_id: str, kind: str) -> Route:
         model = self.catalog.models.get(model_id)
