@@ -30,11 +30,17 @@ class Services:
         self.ledger: LedgerWriter
         if settings.redis_url:
             redis_live = RedisLive(settings.redis_url, settings.redis_prefix)
-            self.live, self.ledger = redis_live, RedisLedger(self.store, redis_live)
+            self.live, self.ledger = (
+                redis_live,
+                RedisLedger(self.store, redis_live, settings.ledger_flush_seconds),
+            )
             shared = redis_live.redis
         else:
             memory_live = MemoryLive()
-            self.live, self.ledger = memory_live, MemoryLedger(self.store, memory_live)
+            self.live, self.ledger = (
+                memory_live,
+                MemoryLedger(self.store, memory_live, settings.ledger_flush_seconds),
+            )
             shared = None
         self.authenticator = KeyAuthenticator(
             self.store, settings.default_rpm, settings.default_tpm, shared, settings.redis_prefix

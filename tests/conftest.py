@@ -43,6 +43,8 @@ UPSTREAM_MODES = [
     "fragmented",
     "nodone",
     "late-eof",
+    "no-usage",
+    "zero-usage",
     "usage-in-final",
     "status:503",
     "status:404",

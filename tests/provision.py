@@ -78,6 +78,8 @@ async def account_with_key(
                     allowed_models=key_options.get("models"),
                     rpm=key_options.get("rpm"),
                     tpm=key_options.get("tpm"),
+                    expires_at=key_options.get("expires_at"),
+                    revoked_at=key_options.get("revoked_at"),
                     created_at=utcnow(),
                 )
             )

@@ -5,7 +5,8 @@ event loop. The behaviour of each ``POST /v1/...`` request is selected by the bo
 string (``echo``, ``slow``, ``gated``, ``drop``, ``status:503``, ...; see ``_handle``). Unknown
 models behave like ``echo``. Stream-only modes answer non-streaming requests like ``echo``
 (except ``hang-after-first``, which then behaves like ``hang``; ``garbage-stream`` always answers
-HTML; ``late-eof`` ends its body 100 ms after ``[DONE]``). Requests are keyed by their
+HTML; ``late-eof`` ends its body 100 ms after ``[DONE]``; ``no-usage`` never reports usage and
+``zero-usage`` reports zeros). Requests are keyed by their
 ``x-request-id`` header (else ``"req-N"``), see ``RecordedRequest.key``.
 """
 
@@ -118,6 +119,8 @@ class _Stream:
         if ok and self.usage:
             n = self.pieces
             usage = {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}
+            if self.model == "zero-usage":
+                usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             ok = await self.event({**self.chunk({}), "choices": [], "usage": usage})
         if ok and done:
             ok = await self.write(b"data: [DONE]\n\n")
@@ -355,7 +358,7 @@ class MockUpstream:
                 request.transport.abort()
             return resp
         if stream:
-            s = _Stream(self, request, key, model, usage)
+            s = _Stream(self, request, key, model, usage and model != "no-usage")
             await s.resp.prepare(request)
             try:
                 await self._stream(s, model)
@@ -377,6 +380,10 @@ class MockUpstream:
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             "usage": FIXED_USAGE,
         }
+        if model == "no-usage":
+            del answer["usage"]
+        elif model == "zero-usage":
+            answer["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         return self._json(answer, model)
 
     async def _stream(self, s: _Stream, model: str) -> None:

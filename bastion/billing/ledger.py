@@ -29,8 +29,9 @@ GROUP = "ledger"
 
 
 class LedgerWriter(ABC):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, flush_seconds: float = FLUSH_SECONDS) -> None:
         self.store = store
+        self.flush_seconds = flush_seconds
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -52,7 +53,7 @@ class LedgerWriter(ABC):
                 raise
             except Exception:
                 log.exception("ledger write failed; retrying")
-                await asyncio.sleep(FLUSH_SECONDS)
+                await asyncio.sleep(self.flush_seconds)
 
     @abstractmethod
     async def _step(self) -> None: ...
@@ -63,12 +64,12 @@ class LedgerWriter(ABC):
 
 
 class MemoryLedger(LedgerWriter):
-    def __init__(self, store: Store, live: MemoryLive) -> None:
-        super().__init__(store)
+    def __init__(self, store: Store, live: MemoryLive, flush_seconds: float = FLUSH_SECONDS) -> None:
+        super().__init__(store, flush_seconds)
         self.live = live
 
     async def _step(self) -> None:
-        await asyncio.sleep(FLUSH_SECONDS)
+        await asyncio.sleep(self.flush_seconds)
         await self.flush()
 
     async def flush(self) -> int:
@@ -81,8 +82,8 @@ class MemoryLedger(LedgerWriter):
 
 
 class RedisLedger(LedgerWriter):
-    def __init__(self, store: Store, live: RedisLive) -> None:
-        super().__init__(store)
+    def __init__(self, store: Store, live: RedisLive, flush_seconds: float = FLUSH_SECONDS) -> None:
+        super().__init__(store, flush_seconds)
         self.redis = live.redis
         self.stream = live.stream
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
@@ -99,7 +100,7 @@ class RedisLedger(LedgerWriter):
         await self._claim_abandoned()
         # Our own unacknowledged entries first (a write that failed), then new ones.
         if not await self._consume("0", block=None):
-            await self._consume(">", block=int(FLUSH_SECONDS * 1000))
+            await self._consume(">", block=int(self.flush_seconds * 1000))
 
     async def flush(self) -> int:
         written = 0

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, description="Bearer token of /admin/v1; unset: admin API off.")
     default_rpm: int = Field(600, ge=1, description="Requests per minute per key, unless the key says.")
     default_tpm: int = Field(1_000_000, ge=1, description="Tokens per minute per key, unless the key says.")
+    ledger_flush_seconds: float = Field(
+        0.5, gt=0, description="Longest wait before usage records are written to the database."
+    )
     default_max_output_tokens: int = Field(
         4096, ge=1, description="Output tokens reserved when neither request nor model caps them."
     )
