@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion import __version__
+from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.gateway import ENDPOINTS, Gateway
 from bastion.api.openapi import install_openapi
@@ -144,6 +145,10 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
             ApiError(exc.status_code, "invalid_request", "invalid_request_error", str(exc.detail))
         )
 
+    @web.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _envelope(exc)
+
     @web.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
@@ -160,6 +165,8 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         """The process is alive (no dependency is checked)."""
         return {"status": "ok"}
 
+    if bastion.settings.admin_token:
+        web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token))
     install_openapi(web, bastion.endpoints)
     return web
 

@@ -218,7 +218,7 @@ async def _usage(management: Management, args: argparse.Namespace) -> int:
     since = parse_when(args.since, future=False)
     rows = await management.usage(args.account, args.key, since, args.limit)
     if args.json:
-        emit_json([_usage_json(r) for r in rows])
+        emit_json([r.as_json() for r in rows])
         return 0
     table(
         [
@@ -241,33 +241,11 @@ async def _usage(management: Management, args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_json(row: Any) -> dict[str, Any]:
-    data = {field: getattr(row, field) for field in row.__dataclass_fields__}
-    data["created_at"] = row.created_at.isoformat()
-    data["cost_usd"] = format_usd(row.cost_nano)
-    return data
-
-
 async def _ledger_check(management: Management, args: argparse.Namespace) -> int:
     lines = await management.ledger()
     bad = [line for line in lines if not line.ok]
     if args.json:
-        emit_json(
-            {
-                "ok": not bad,
-                "accounts": [
-                    {
-                        "account_id": line.account_id,
-                        "name": line.name,
-                        "balance_nano": line.balance_nano,
-                        "credits_nano": line.credits_nano,
-                        "usage_nano": line.usage_nano,
-                        "ok": line.ok,
-                    }
-                    for line in lines
-                ],
-            }
-        )
+        emit_json({"ok": not bad, "accounts": [line.as_json() for line in lines]})
     else:
         table(
             [

@@ -52,6 +52,8 @@ def serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if settings.log_level.lower() != "debug":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     if settings.workers > 1 and not settings.redis_url:
         return fail(
             f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
@@ -67,6 +69,9 @@ def serve_command(args: argparse.Namespace) -> int:
         if not settings.demo and not Path(settings.config).exists():
             hint = " (copy bastion.example.yaml to bastion.yaml, or run `bastion serve --demo`)"
         return fail(f"config error: {exc}{hint}")
+    schema_problem = asyncio.run(_schema_problem(settings))
+    if schema_problem:
+        return fail(schema_problem)
     if settings.demo:
         if not is_sqlite(settings.database_url):
             return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
@@ -96,6 +101,26 @@ def serve_command(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+async def _schema_problem(settings: Settings) -> str | None:
+    """None if the database is ready (the embedded one migrates itself), else what the operator must do."""
+    from bastion.db.store import Store
+    from bastion.services import SchemaError, ensure_schema
+
+    try:
+        store = Store.from_url(settings.database_url)
+    except ValueError as exc:
+        return f"BASTION_DATABASE_URL: {exc}"
+    try:
+        await ensure_schema(store, settings.database_url)
+    except SchemaError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot reach the database: {exc}"
+    finally:
+        await store.close()
+    return None
 
 
 async def demo_key(settings: Settings, saved: str | None) -> str:

@@ -29,6 +29,14 @@ class StoreError(ValueError):
     """Bad input for a management operation; nothing was written."""
 
 
+class NotFound(StoreError):
+    """The account or key named does not exist."""
+
+
+class Conflict(StoreError):
+    """The name is taken."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccountView:
     id: str
@@ -107,6 +115,9 @@ class UsageRow:
     estimated: bool
     created_at: datetime
 
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerLine:
@@ -119,6 +130,9 @@ class LedgerLine:
     @property
     def ok(self) -> bool:
         return self.balance_nano == self.credits_nano - self.usage_nano
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -172,7 +186,7 @@ class Store:
         try:
             async with self._sessions.begin() as session:
                 if await session.scalar(select(Account.id).where(Account.name == name)):
-                    raise StoreError(f"an account named '{name}' already exists")
+                    raise Conflict(f"an account named '{name}' already exists")
                 account = Account(
                     id=new_id("acct"), name=name, balance_nano=credits_nano, created_at=utcnow()
                 )
@@ -181,7 +195,7 @@ class Store:
                     await session.flush()
                     session.add(_credit(account.id, credits_nano, "topup", "initial credit", actor))
         except IntegrityError:  # a concurrent create won the race
-            raise StoreError(f"an account named '{name}' already exists") from None
+            raise Conflict(f"an account named '{name}' already exists") from None
         return _account_view(account)
 
     async def list_accounts(self) -> list[AccountView]:
@@ -272,7 +286,7 @@ class Store:
                 select(ApiKey.id).where(ApiKey.account_id == account.id, ApiKey.name == name)
             )
             if taken:
-                raise StoreError(f"account '{account.name}' already has a key named '{name}'")
+                raise Conflict(f"account '{account.name}' already has a key named '{name}'")
             key = ApiKey(
                 id=new_id("key"),
                 account_id=account.id,
@@ -299,7 +313,7 @@ class Store:
         async with self._sessions.begin() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
-                raise StoreError(f"no key with id '{key_id}'")
+                raise NotFound(f"no key with id '{key_id}'")
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
         return _key_view(key)
@@ -392,16 +406,18 @@ def _credit(account_id: str, amount: int, kind: str, note: str | None, actor: st
 async def _find_account(session: AsyncSession, ref: str) -> Account:
     account = await session.scalar(select(Account).where(or_(Account.id == ref, Account.name == ref)))
     if account is None:
-        raise StoreError(f"no account with id or name '{ref}'")
+        raise NotFound(f"no account with id or name '{ref}'")
     return account
 
 
 __all__ = [
     "AccountView",
+    "Conflict",
     "CreditState",
     "CreditView",
     "KeyView",
     "LedgerLine",
+    "NotFound",
     "Store",
     "StoreError",
     "UsageRow",

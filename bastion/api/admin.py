@@ -1,0 +1,118 @@
+"""The admin API under /admin/v1: the CLI's operations over HTTP, for dashboards and automation.
+
+Mounted only when `BASTION_ADMIN_TOKEN` is set; every call needs `Authorization: Bearer <token>`,
+compared in constant time. Amounts are USD as strings or numbers ("12.50"), held exactly.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, Field
+
+from bastion.db.store import Conflict, NotFound, StoreError
+from bastion.errors import ApiError, invalid_request
+from bastion.management import Management
+from bastion.money import MoneyError, usd_to_nano
+
+Amount = str | int | float
+
+
+class NewAccount(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    credits_usd: Amount = "0"
+
+
+class NewCredit(BaseModel):
+    usd: Amount
+    note: str | None = None
+
+
+class NewKey(BaseModel):
+    account: str
+    name: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    models: list[str] | None = None
+    expires_at: datetime | None = None
+
+
+def _nano(amount: Amount) -> int:
+    try:
+        return usd_to_nano(repr(amount) if isinstance(amount, float) else amount)
+    except MoneyError as exc:
+        raise invalid_request(str(exc)) from None
+
+
+def admin_router(management: Management, token: str) -> APIRouter:
+    expected = f"Bearer {token}".encode()
+
+    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        given = (authorization or "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "invalid_api_key", "authentication_error", "Invalid admin token.")
+
+    router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(authorized)])
+
+    @router.post("/accounts", status_code=201)
+    async def create_account(body: NewAccount) -> dict[str, Any]:
+        return (
+            await _guard(management.create_account(body.name, _nano(body.credits_usd), "admin-api"))
+        ).as_json()
+
+    @router.get("/accounts")
+    async def list_accounts() -> list[dict[str, Any]]:
+        return [a.as_json() for a in await management.list_accounts()]
+
+    @router.post("/accounts/{account}/credits", status_code=201)
+    async def add_credits(account: str, body: NewCredit) -> dict[str, Any]:
+        credit = await _guard(management.add_credits(account, _nano(body.usd), body.note, "admin-api"))
+        return credit.as_json()
+
+    @router.post("/keys", status_code=201)
+    async def create_key(body: NewKey) -> dict[str, Any]:
+        key, plaintext = await _guard(
+            management.create_key(body.account, body.name, body.rpm, body.tpm, body.models, body.expires_at)
+        )
+        return {**key.as_json(), "key": plaintext}
+
+    @router.get("/keys")
+    async def list_keys(account: str | None = None) -> list[dict[str, Any]]:
+        return [k.as_json() for k in await _guard(management.list_keys(account))]
+
+    @router.post("/keys/{key_id}/revoke")
+    async def revoke_key(key_id: str) -> dict[str, Any]:
+        return (await _guard(management.revoke_key(key_id))).as_json()
+
+    @router.get("/usage")
+    async def usage(
+        account: str | None = None,
+        key: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [r.as_json() for r in await _guard(management.usage(account, key, since, limit))]
+
+    @router.get("/ledger")
+    async def ledger() -> dict[str, Any]:
+        lines = await management.ledger()
+        return {
+            "ok": all(line.ok for line in lines),
+            "accounts": [line.as_json() for line in lines],
+        }
+
+    return router
+
+
+async def _guard(operation: Any) -> Any:
+    try:
+        return await operation
+    except NotFound as exc:
+        raise ApiError(404, "not_found", "invalid_request_error", str(exc)) from None
+    except Conflict as exc:
+        raise ApiError(409, "conflict", "invalid_request_error", str(exc)) from None
+    except StoreError as exc:
+        raise invalid_request(str(exc)) from None

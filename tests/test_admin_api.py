@@ -1,0 +1,111 @@
+"""The admin API under /admin/v1: the CLI's operations over HTTP, behind BASTION_ADMIN_TOKEN."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import yaml
+from conftest import gateway_models_file
+from stacks import Stack, drop_stack, make_stack
+from upstream import MockUpstream
+
+TOKEN = "admin-token-for-tests-0123456789"
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def admin(
+    upstream: MockUpstream, blackhole_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("admin")
+    config = workdir / "bastion.yaml"
+    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
+    stack = make_stack("embedded", config, workdir)
+    stack.start({"BASTION_ADMIN_TOKEN": TOKEN})
+    yield stack
+    drop_stack(stack)
+
+
+@pytest.fixture
+def api(admin: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=admin.gateway.root + "/admin/v1", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as c:
+        yield c
+
+
+def test_admin_api_is_off_without_a_token(gateway: object) -> None:
+    response = httpx.get(gateway.root + "/admin/v1/accounts", headers={"Authorization": f"Bearer {TOKEN}"})  # type: ignore[attr-defined]
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Bearer {TOKEN}x", TOKEN, f"Basic {TOKEN}"])
+def test_admin_api_needs_the_exact_token(admin: Stack, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.get(admin.gateway.root + "/admin/v1/accounts", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_whole_lifecycle_over_http(admin: Stack, api: httpx.Client) -> None:
+    account = api.post("/accounts", json={"name": "http-co", "credits_usd": "0.00002"})
+    assert account.status_code == 201, account.text
+    account_id = account.json()["id"]
+    assert account.json()["balance_nano"] == 20_000
+
+    created = api.post("/keys", json={"account": "http-co", "name": "svc", "rpm": 50, "models": ["m-echo"]})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    client = openai.OpenAI(base_url=admin.gateway.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:  # $0.00002 cannot cover the worst case
+        client.chat.completions.create(model="m-echo", messages=HELLO, max_tokens=64)
+    assert caught.value.status_code == 402
+
+    credit = api.post(f"/accounts/{account_id}/credits", json={"usd": 5, "note": "invoice 42"})
+    assert credit.status_code == 201 and credit.json()["balance_nano"] == 5_000_020_000
+    # In-process state and the admin API share one process: the top-up counts at once.
+    answer = client.chat.completions.create(model="m-echo", messages=HELLO, max_tokens=64)
+    assert answer.choices[0].message.content == "echo: hi"
+
+    assert [k["name"] for k in api.get("/keys", params={"account": "http-co"}).json()] == ["svc"]
+    assert key not in api.get("/keys").text
+    usage = admin.wait_records(account_id, 1)
+    listed = api.get("/usage", params={"account": account_id}).json()
+    assert [r["request_id"] for r in listed] == [usage[0].request_id]
+    assert listed[0]["cost_usd"] == "$0.000017"
+    assert api.get("/ledger").json()["ok"] is True
+
+    revoked = api.post(f"/keys/{created.json()['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="m-echo", messages=HELLO)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/accounts", {"name": ""}, 400),
+        ("POST", "/accounts", {"name": "x", "credits_usd": "-1"}, 400),
+        ("POST", "/accounts", {"name": "x", "credits_usd": "lots"}, 400),
+        ("POST", "/accounts/nobody/credits", {"usd": "1"}, 404),
+        ("POST", "/keys", {"account": "nobody"}, 404),
+        ("POST", "/keys/key_nope/revoke", None, 404),
+    ],
+)
+def test_bad_input_is_an_envelope_and_changes_nothing(
+    api: httpx.Client, method: str, path: str, body: object, status: int
+) -> None:
+    before = api.get("/accounts").json()
+    response = api.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert api.get("/accounts").json() == before
+
+
+def test_duplicate_names_are_409(api: httpx.Client) -> None:
+    assert api.post("/accounts", json={"name": "twice"}).status_code == 201
+    response = api.post("/accounts", json={"name": "twice"})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
