@@ -77,6 +77,11 @@ def test_the_whole_lifecycle_over_http(admin: Stack, api: httpx.Client) -> None:
     assert [r["request_id"] for r in listed] == [usage[0].request_id]
     assert listed[0]["cost_usd"] == "$0.000017"
     assert api.get("/ledger").json()["ok"] is True
+    adjusted = api.post(f"/accounts/{account_id}/adjustments", json={"usd": "-0.000017", "note": "goodwill"})
+    assert adjusted.status_code == 201 and adjusted.json()["kind"] == "adjustment"
+    assert adjusted.json()["balance_nano"] == 5_000_020_000 - 17_000 - 17_000
+    assert api.post(f"/accounts/{account_id}/adjustments", json={"usd": "1"}).status_code == 400  # no note
+    assert api.get("/ledger").json()["ok"] is True
 
     revoked = api.post(f"/keys/{created.json()['id']}/revoke")
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]

@@ -369,6 +369,15 @@ def test_management_rejects_bad_input_and_changes_nothing(stack: Stack) -> None:
     assert stack.bastion("accounts", "list", "--json").stdout == before
 
 
+def test_adjustments_are_signed_and_keep_the_ledger_balanced(stack: Stack) -> None:
+    account_id, _, _ = stack.account(USD)
+    adjusted = stack.bastion("credits", "adjust", account_id, "-0.25", "--note", "refund", "--json")
+    assert adjusted.returncode == 0, adjusted.stderr
+    assert '"kind": "adjustment"' in adjusted.stdout and '"actor": "cli:' in adjusted.stdout
+    assert stack.balance(account_id) == USD - USD // 4
+    assert stack.bastion("ledger", "check").returncode == 0
+
+
 def test_keys_create_json_prints_the_key_once(stack: Stack, tmp_path: Path) -> None:
     account_id, _, _ = stack.account(USD)
     created = stack.bastion("keys", "create", account_id, "--name", "ci", "--rpm", "7", "--json")

@@ -31,6 +31,11 @@ class NewCredit(BaseModel):
     note: str | None = None
 
 
+class NewAdjustment(BaseModel):
+    usd: Amount  # signed
+    note: str = Field(min_length=1)
+
+
 class NewKey(BaseModel):
     account: str
     name: str | None = None
@@ -70,6 +75,13 @@ def admin_router(management: Management, token: str) -> APIRouter:
     @router.post("/accounts/{account}/credits", status_code=201)
     async def add_credits(account: str, body: NewCredit) -> dict[str, Any]:
         credit = await _guard(management.add_credits(account, _nano(body.usd), body.note, "admin-api"))
+        return credit.as_json()
+
+    @router.post("/accounts/{account}/adjustments", status_code=201)
+    async def adjust(account: str, body: NewAdjustment) -> dict[str, Any]:
+        credit = await _guard(
+            management.add_credits(account, _nano(body.usd), body.note, "admin-api", "adjustment")
+        )
         return credit.as_json()
 
     @router.post("/keys", status_code=201)

@@ -59,6 +59,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add.add_argument("usd", help="amount in USD (e.g. 10 or 0.50)")
     add.add_argument("--note", help="why (kept with the transaction)")
 
+    adjust = command(
+        credits, "adjust", "correct a balance up or down (a signed amount, with a reason)", _credits_adjust
+    )
+    adjust.add_argument("account", help="account id or name")
+    adjust.add_argument("usd", help="signed amount in USD (e.g. -2.50)")
+    adjust.add_argument("--note", required=True, help="why (required for adjustments)")
+
     keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
     key_create = command(keys, "create", "create a qbt_ key (shown once)", _keys_create)
     key_create.add_argument("account", help="account id or name")
@@ -168,6 +175,18 @@ async def _credits_add(management: Management, args: argparse.Namespace) -> int:
             f"added {format_usd(credit.amount_nano)} to {credit.account_id};"
             f" balance {format_usd(credit.balance_nano)}"
         )
+    return 0
+
+
+async def _credits_adjust(management: Management, args: argparse.Namespace) -> int:
+    credit = await management.add_credits(
+        args.account, usd_to_nano(args.usd), args.note, _actor(), "adjustment"
+    )
+    if args.json:
+        emit_json(credit.as_json())
+    else:
+        balance = format_usd(credit.balance_nano)
+        print(f"adjusted {credit.account_id} by {format_usd(credit.amount_nano)}; balance {balance}")
     return 0
 
 
