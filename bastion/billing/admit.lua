@@ -4,8 +4,7 @@
 -- Returns {code, req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, retry_ms, available_nano, balance_nano}
 -- code: 0 admitted, 1 revoked, 2 account unknown to Redis (load it, retry), 3 larger than the tpm limit,
 --       4 request limit, 5 token limit, 6 credit held by in-flight requests, 7 credit exhausted
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- (buckets.lua is prepended: `now` and `refill`)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want_tokens, want_nano = tonumber(ARGV[3]), tonumber(ARGV[4])
 
@@ -22,10 +21,6 @@ if #stale > 0 then
   redis.call('HINCRBY', KEYS[2], 'reserved', -freed)
 end
 
-local function refill(level, at, capacity)
-  if not level then return capacity end
-  return math.min(capacity, tonumber(level) + (now - tonumber(at)) * capacity / 60000)
-end
 local bucket = redis.call('HMGET', KEYS[1], 'r', 'rt', 't', 'tt')
 local requests = refill(bucket[1], bucket[2], rpm)
 local tokens = refill(bucket[3], bucket[4], tpm)

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -94,10 +95,15 @@ class RedisLive(LiveState):
         self.prefix = prefix
         self.stream = f"{prefix}ledger"
         scripts = resources.files("bastion.billing")
-        self._admit = self.redis.register_script(scripts.joinpath("admit.lua").read_text())
-        self._settle = self.redis.register_script(scripts.joinpath("settle.lua").read_text())
-        self._load = self.redis.register_script(scripts.joinpath("load_account.lua").read_text())
-        self._peek = self.redis.register_script(scripts.joinpath("peek.lua").read_text())
+        buckets = scripts.joinpath("buckets.lua").read_text()
+
+        def script(name: str, prelude: str = buckets) -> Any:
+            return self.redis.register_script(prelude + scripts.joinpath(name).read_text())
+
+        self._admit = script("admit.lua")
+        self._settle = script("settle.lua")
+        self._peek = script("peek.lua")
+        self._load = script("load_account.lua", prelude="")
 
     async def start(self) -> None:
         await self.redis.ping()

@@ -1,13 +1,8 @@
 -- The key's rate-limit buckets as they stand now, consuming nothing (for answers that admit nothing).
 -- KEYS: 1 key's bucket hash. ARGV: 1 rpm, 2 tpm
 -- Returns {0, req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, 0, 0, 0}, admit.lua's shape.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- (buckets.lua is prepended: `now` and `refill`)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local function refill(level, at, capacity)
-  if not level then return capacity end
-  return math.min(capacity, tonumber(level) + (now - tonumber(at)) * capacity / 60000)
-end
 local bucket = redis.call('HMGET', KEYS[1], 'r', 'rt', 't', 'tt')
 local requests = refill(bucket[1], bucket[2], rpm)
 local tokens = refill(bucket[3], bucket[4], tpm)

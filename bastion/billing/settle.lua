@@ -4,8 +4,7 @@
 -- ARGV: 1 reservation member, 2 reserved nano, 3 cost nano, 4 token difference (actual - reserved),
 --       5 tpm, 6 usage record (JSON)
 -- Returns the account's balance after the charge (credit - spent).
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- (buckets.lua is prepended: `now` and `refill`)
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'reserved', -tonumber(ARGV[2]))
 end
@@ -13,10 +12,7 @@ redis.call('HINCRBY', KEYS[2], 'spent', ARGV[3])
 local difference, tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
 if difference ~= 0 then
   local bucket = redis.call('HMGET', KEYS[1], 't', 'tt')
-  local tokens = tpm
-  if bucket[1] then
-    tokens = math.min(tpm, tonumber(bucket[1]) + (now - tonumber(bucket[2])) * tpm / 60000)
-  end
+  local tokens = refill(bucket[1], bucket[2], tpm)
   redis.call('HSET', KEYS[1], 't', math.min(tpm, tokens - difference), 'tt', now)
   redis.call('PEXPIRE', KEYS[1], 120000)
 end

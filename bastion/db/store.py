@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import asdict
+from datetime import datetime
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,7 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
 from bastion.db.engine import create_engine, session_factory
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageRecord, utcnow
-from bastion.money import format_usd
+from bastion.db.views import (
+    AccountView,
+    CreditState,
+    CreditView,
+    KeyView,
+    LedgerLine,
+    UsageRow,
+    account_view,
+    as_utc,
+    key_view,
+)
 
 
 class StoreError(ValueError):
@@ -35,133 +44,6 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The name is taken."""
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    id: str
-    name: str
-    balance_nano: int
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "balance_usd": format_usd(self.balance_nano),
-            "created_at": _iso(self.created_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class KeyView:
-    id: str
-    account_id: str
-    name: str
-    prefix: str
-    allowed_models: tuple[str, ...] | None
-    rpm: int | None
-    tpm: int | None
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for field in ("expires_at", "revoked_at", "created_at"):
-            data[field] = _iso(data[field])
-        data["allowed_models"] = list(self.allowed_models) if self.allowed_models is not None else None
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class CreditView:
-    transaction_id: int
-    account_id: str
-    amount_nano: int
-    balance_nano: int
-    kind: str
-    note: str | None
-    actor: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "amount_usd": format_usd(self.amount_nano),
-            "balance_usd": format_usd(self.balance_nano),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CreditState:
-    """What Redis needs to hold an account's live balance: credits (with a version) and usage so far."""
-
-    credits_nano: int
-    version: int  # the newest credit transaction id: a larger version is a newer total
-    usage_nano: int
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    request_id: str
-    account_id: str
-    key_id: str
-    model: str
-    endpoint: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_nano: int
-    status: int
-    latency_ms: int
-    estimated: bool
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerLine:
-    account_id: str
-    name: str
-    balance_nano: int
-    credits_nano: int
-    usage_nano: int
-
-    @property
-    def ok(self) -> bool:
-        return self.balance_nano == self.credits_nano - self.usage_nano
-
-    def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every one Bastion stores is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-def _key_view(key: ApiKey) -> KeyView:
-    models = tuple(key.allowed_models) if key.allowed_models is not None else None
-    return KeyView(
-        key.id,
-        key.account_id,
-        key.name,
-        key.prefix,
-        models,
-        key.rpm,
-        key.tpm,
-        _utc(key.expires_at),
-        _utc(key.revoked_at),
-        _utc(key.created_at),  # type: ignore[arg-type]
-    )
-
-
-def _account_view(account: Account) -> AccountView:
-    return AccountView(account.id, account.name, account.balance_nano, _utc(account.created_at))  # type: ignore[arg-type]
 
 
 class Store:
@@ -196,16 +78,16 @@ class Store:
                     session.add(_credit(account.id, credits_nano, "topup", "initial credit", actor))
         except IntegrityError:  # a concurrent create won the race
             raise Conflict(f"an account named '{name}' already exists") from None
-        return _account_view(account)
+        return account_view(account)
 
     async def list_accounts(self) -> list[AccountView]:
         async with self._sessions() as session:
             rows = await session.scalars(select(Account).order_by(Account.created_at, Account.name))
-            return [_account_view(a) for a in rows]
+            return [account_view(a) for a in rows]
 
     async def account(self, ref: str) -> AccountView:
         async with self._sessions() as session:
-            return _account_view(await _find_account(session, ref))
+            return account_view(await _find_account(session, ref))
 
     # ------------------------------------------------------------------- credits
     async def add_credits(
@@ -300,14 +182,14 @@ class Store:
                 created_at=utcnow(),
             )
             session.add(key)
-        return _key_view(key), plaintext
+        return key_view(key), plaintext
 
     async def list_keys(self, ref: str | None = None) -> list[KeyView]:
         async with self._sessions() as session:
             query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.name)
             if ref is not None:
                 query = query.where(ApiKey.account_id == (await _find_account(session, ref)).id)
-            return [_key_view(k) for k in await session.scalars(query)]
+            return [key_view(k) for k in await session.scalars(query)]
 
     async def revoke_key(self, key_id: str) -> KeyView:
         async with self._sessions.begin() as session:
@@ -316,12 +198,12 @@ class Store:
                 raise NotFound(f"no key with id '{key_id}'")
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
-        return _key_view(key)
+        return key_view(key)
 
     async def find_key(self, key_hash: str) -> KeyView | None:
         async with self._sessions() as session:
             key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
-            return _key_view(key) if key is not None else None
+            return key_view(key) if key is not None else None
 
     async def revoked_since(self, since: datetime) -> list[str]:
         """Ids of keys revoked at or after `since` (the revocation poll)."""
@@ -374,7 +256,7 @@ class Store:
                 query = query.where(UsageRecord.created_at >= since)
             fields = UsageRow.__dataclass_fields__
             return [
-                UsageRow(**{f: getattr(r, f) for f in fields} | {"created_at": _utc(r.created_at)})
+                UsageRow(**{f: getattr(r, f) for f in fields} | {"created_at": as_utc(r.created_at)})
                 for r in await session.scalars(query)
             ]
 

@@ -1,0 +1,137 @@
+"""What the store hands out: plain, immutable views of its rows (no session attached)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.db.models import Account, ApiKey
+from bastion.money import format_usd
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    id: str
+    name: str
+    balance_nano: int
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "balance_usd": format_usd(self.balance_nano),
+            "created_at": _iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    allowed_models: tuple[str, ...] | None
+    rpm: int | None
+    tpm: int | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for field in ("expires_at", "revoked_at", "created_at"):
+            data[field] = _iso(data[field])
+        data["allowed_models"] = list(self.allowed_models) if self.allowed_models is not None else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CreditView:
+    transaction_id: int
+    account_id: str
+    amount_nano: int
+    balance_nano: int
+    kind: str
+    note: str | None
+    actor: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "amount_usd": format_usd(self.amount_nano),
+            "balance_usd": format_usd(self.balance_nano),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CreditState:
+    """What Redis needs to hold an account's live balance: credits (with a version) and usage so far."""
+
+    credits_nano: int
+    version: int  # the newest credit transaction id: a larger version is a newer total
+    usage_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_nano: int
+    status: int
+    latency_ms: int
+    estimated: bool
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    account_id: str
+    name: str
+    balance_nano: int
+    credits_nano: int
+    usage_nano: int
+
+    @property
+    def ok(self) -> bool:
+        return self.balance_nano == self.credits_nano - self.usage_nano
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one Bastion stores is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def key_view(key: ApiKey) -> KeyView:
+    models = tuple(key.allowed_models) if key.allowed_models is not None else None
+    return KeyView(
+        key.id,
+        key.account_id,
+        key.name,
+        key.prefix,
+        models,
+        key.rpm,
+        key.tpm,
+        as_utc(key.expires_at),
+        as_utc(key.revoked_at),
+        as_utc(key.created_at),  # type: ignore[arg-type]
+    )
+
+
+def account_view(account: Account) -> AccountView:
+    return AccountView(account.id, account.name, account.balance_nano, as_utc(account.created_at))  # type: ignore[arg-type]
