@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bastion import __version__
 from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
-from bastion.api.gateway import ENDPOINTS, Gateway
+from bastion.api.endpoints import JSON_ENDPOINTS, TTS_PATH
+from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
 from bastion.config import Catalog, Settings, load_catalog
 from bastion.errors import ApiError, internal_error, invalid_request, method_not_allowed, not_found
@@ -51,14 +52,16 @@ class BastionApp:
             admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
         )
-        self.endpoints = {endpoint.path: endpoint for endpoint in ENDPOINTS}
+        self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.web = build_web_app(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             endpoint = self.endpoints.get(path)
-            if path == "/v1/models" or path.startswith("/v1/models/"):
+            if path == "/v1/audio/speech":
+                await self.gateway.reject(_SPEECH_ELSEWHERE, scope, receive, send)
+            elif path == "/v1/models" or path.startswith("/v1/models/"):
                 await self._models(
                     scope, receive, send, path[len("/v1/models/") :] if path != "/v1/models" else None
                 )
@@ -112,6 +115,15 @@ class BastionApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+_SPEECH_ELSEWHERE = ApiError(
+    404,
+    "not_found",
+    "invalid_request_error",
+    f"Bastion serves text to speech with NVIDIA Riva's contract at POST {TTS_PATH} (JSON: text, "
+    "language_code, voice_name, sample_rate_hz, encoding); OpenAI's /v1/audio/speech is not served.",
+)
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bastion.api.asgi import JSON_HEADERS, RawHeaders, Receive, Scope, Send, send_bytes, send_error
+from bastion.api.asgi import RawHeaders, Receive, Scope, Send, send_bytes, send_error
 from bastion.auth import Principal
 from bastion.errors import ApiError
 from bastion.proxy.sse import error_event
@@ -52,9 +52,9 @@ class Exchange:
         if self._watch is not None:
             self._watch.close()
 
-    async def respond(self, status: int, body: bytes) -> None:
+    async def respond(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
         self._completing()
-        await send_bytes(self.send, status, body, [*JSON_HEADERS, *self.headers])
+        await send_bytes(self.send, status, body, [(b"content-type", content_type), *self.headers])
 
     async def start_stream(self) -> None:
         self.streaming = True

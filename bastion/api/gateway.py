@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,30 +24,19 @@ from bastion.api.asgi import (
     request_id_for,
     require_json_content_type,
 )
+from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
-from bastion.api.validation import check_chat, require_model
+from bastion.api.validation import require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome
 from bastion.billing.estimate import text_chars
 from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
-from bastion.proxy.body import upstream_body, wants_stream_usage
+from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
 from bastion.proxy.routing import Route, Router
 
 log = logging.getLogger("bastion.gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    path: str  # the client-facing route
-    kind: str  # the endpoint kind a model must serve
-    upstream_path: str  # appended to the provider's base URL
-    check: Callable[[dict[str, Any]], None]
-
-
-CHAT = Endpoint("/v1/chat/completions", "chat", "/chat/completions", check_chat)
-ENDPOINTS = (CHAT,)
 
 
 class Gateway:
@@ -122,12 +110,12 @@ class Gateway:
         principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
         exchange.principal = principal
         raw, body = await self._parse_body(exchange)
-        model_id = require_model(body)
+        model_id = require_model(body) if endpoint.model_in_body else self._optional_model(body, endpoint)
         endpoint.check(body)
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
-        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint.kind)
+        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint, len(raw))
         exchange.headers += ticket.headers
         exchange.limited = True
         outcome = Outcome(status=502)
@@ -135,6 +123,16 @@ class Gateway:
             await self._forward(endpoint, route, raw, body, exchange, outcome)
         finally:
             await self.admission.settle(ticket, outcome)
+
+    def _optional_model(self, body: dict[str, Any], endpoint: Endpoint) -> str:
+        """Riva's TTS body names no model: Bastion's optional `model` field, else the first TTS model."""
+        model = body.get("model")
+        if isinstance(model, str) and model.strip():
+            return model
+        default = self.router.first_serving(endpoint.kind)
+        if default is None:
+            raise model_not_found("(none)", f"is not set and no model serves the {endpoint.kind} endpoint")
+        return default
 
     async def _parse_body(self, exchange: Exchange) -> tuple[bytes, dict[str, Any]]:
         require_json_content_type(exchange.scope)
@@ -158,12 +156,15 @@ class Gateway:
         exchange: Exchange,
         outcome: Outcome,
     ) -> None:
-        stream = body.get("stream") is True
+        stream = endpoint.streams and body.get("stream") is True
         # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
-        ask_usage = stream and not wants_stream_usage(body)
+        ask_usage = stream and endpoint.asks_usage and not wants_stream_usage(body)
+        upstream_model = route.target.deployment.model
         request = UpstreamRequest(
             path=endpoint.upstream_path,
-            body=upstream_body(raw, body, route.target.deployment.model, ask_usage),
+            body=upstream_body(raw, body, upstream_model, ask_usage)
+            if endpoint.model_in_body
+            else without_model(raw, body),
             payload=body,
             upstream_model=route.target.deployment.model,
             stream=stream,
@@ -175,9 +176,9 @@ class Gateway:
         try:
             response = await route.target.provider.send(request)
             if stream:
-                await self._relay_stream(route, response, exchange, outcome, ask_usage)
+                await self._relay_stream(endpoint, route, response, exchange, outcome, ask_usage)
             else:
-                await self._relay_json(route, response, exchange, outcome)
+                await self._relay_answer(endpoint, route, response, exchange, outcome)
         except ApiError as error:
             outcome.status = error.status
             raise
@@ -190,19 +191,38 @@ class Gateway:
         finally:
             watch.close()
 
-    async def _relay_json(
-        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome
+    async def _relay_answer(
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        response: UpstreamResponse,
+        exchange: Exchange,
+        outcome: Outcome,
     ) -> None:
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
+        if endpoint.answer == "audio" or (endpoint.answer == "json-or-text" and not _is_json(response)):
+            # Audio, or a transcript as text/srt/vtt: the upstream's bytes and content type, as sent.
+            data = await response.read()
+            outcome.status = response.status
+            content_type = response.headers.get("content-type", "application/octet-stream")
+            await exchange.respond(response.status, data, content_type.encode("latin-1"))
+            return
         answer, parsed = await read_json_answer(response, route)
         outcome.status = response.status
         outcome.usage = usage_of(parsed)
         outcome.text_chars = text_chars(answer)
+        outcome.answer = parsed
         await exchange.respond(response.status, answer)
 
     async def _relay_stream(
-        self, route: Route, response: UpstreamResponse, exchange: Exchange, outcome: Outcome, hide_usage: bool
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        response: UpstreamResponse,
+        exchange: Exchange,
+        outcome: Outcome,
+        hide_usage: bool,
     ) -> None:
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
@@ -211,7 +231,7 @@ class Gateway:
             raise upstream_error(
                 f"The upstream for model '{route.model.id}' did not answer with an event stream."
             )
-        relay = StreamRelay(route, strip_usage_chunk=hide_usage)
+        relay = StreamRelay(route, strip_usage_chunk=hide_usage, done_marker=endpoint.done_marker)
         await exchange.start_stream()
         outcome.status = 200
         try:
@@ -230,3 +250,7 @@ class Gateway:
         finally:
             outcome.usage = relay.usage
             outcome.text_chars = relay.text_chars
+
+
+def _is_json(response: UpstreamResponse) -> bool:
+    return response.content_type == "application/json" or response.content_type.endswith("+json")

@@ -70,14 +70,73 @@ def _proxy_operation(summary: str, request_schema: dict[str, Any]) -> dict[str, 
     }
 
 
-PROXY_OPERATIONS = {"/v1/chat/completions": _proxy_operation("Create a chat completion", _CHAT_REQUEST)}
+def _request(required: list[str], description: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": True,
+        "description": description + " Unknown fields pass through to the upstream unchanged.",
+        "properties": {"model": {"type": "string", "minLength": 1}, **properties},
+    }
+
+
+_TEXT_OR_TOKENS = {"oneOf": [{"type": "string"}, {"type": "array"}]}
+PROXY_OPERATIONS = {
+    "/v1/chat/completions": _proxy_operation("Create a chat completion", _CHAT_REQUEST),
+    "/v1/completions": _proxy_operation(
+        "Create a text completion",
+        _request(["model", "prompt"], "OpenAI's legacy completion request.", prompt=_TEXT_OR_TOKENS),
+    ),
+    "/v1/embeddings": _proxy_operation(
+        "Create embeddings",
+        _request(
+            ["model", "input"],
+            "OpenAI's embeddings request.",
+            input=_TEXT_OR_TOKENS,
+            encoding_format={"enum": ["float", "base64"]},
+        ),
+    ),
+    "/v1/images/generations": _proxy_operation(
+        "Generate images (billed per image)",
+        _request(
+            ["model", "prompt"], "OpenAI's image generation request.", n={"type": "integer", "minimum": 1}
+        ),
+    ),
+    "/v1/responses": _proxy_operation(
+        "Create a response (stateless: `store` must be false)",
+        _request(["model", "input", "store"], "OpenAI's Responses request.", store={"const": False}),
+    ),
+    "/api/v1/tts/text_to_audio": _proxy_operation(
+        "Text to speech, NVIDIA Riva's contract (answer: audio bytes; billed per 1M characters)",
+        {
+            "type": "object",
+            "required": ["text", "language_code", "voice_name"],
+            "properties": {
+                "text": {"type": "string"},
+                "language_code": {"type": "string", "examples": ["en-US"]},
+                "voice_name": {"type": "string", "examples": ["English-US.Female-1"]},
+                "sample_rate_hz": {"type": "integer"},
+                "encoding": {
+                    "type": "integer",
+                    "description": "1 LINEAR_PCM, 2 FLAC, 3 MULAW, 4 OGGOPUS, 20 ALAW",
+                },
+                "model": {"type": "string", "description": "Bastion: which TTS model (default: the first)."},
+            },
+        },
+    ),
+    "/v1/audio/transcriptions": _proxy_operation(
+        "Transcribe audio (multipart/form-data; billed per second of audio)",
+        {"type": "object", "required": ["file", "model"]},
+    ),
+}
 
 
 def install_openapi(web: FastAPI, proxy_paths: Iterable[str]) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
         if web.openapi_schema is None:
             schema = get_openapi(title="Bastion", version=__version__, routes=web.routes)
-            schema["paths"] = {**{p: PROXY_OPERATIONS[p] for p in proxy_paths}, **schema.get("paths", {})}
+            documented = {p: PROXY_OPERATIONS[p] for p in proxy_paths if p in PROXY_OPERATIONS}
+            schema["paths"] = {**documented, **schema.get("paths", {})}
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {})["Error"] = _ERROR
             components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}

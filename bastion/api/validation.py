@@ -126,3 +126,114 @@ def _check_part(part: Any, where: str) -> None:
         raise invalid_request(f"'{where}' must be an object with a string 'type'.", f"{where}.type")
     if part["type"] == "text" and not isinstance(part.get("text"), str):
         raise invalid_request(f"'{where}.text' must be a string.", f"{where}.text")
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_int(t) for t in value)
+
+
+def _text_or_tokens(value: Any) -> bool:
+    """A string, strings, a token array, or token arrays (OpenAI's prompt and input shapes)."""
+    if isinstance(value, str) or _is_token_list(value):
+        return True
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and (all(isinstance(v, str) for v in value) or all(_is_token_list(v) for v in value))
+    )
+
+
+def check_completions(body: dict[str, Any]) -> None:
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise invalid_request("Missing required parameter: 'prompt'.", "prompt")
+    if not _text_or_tokens(prompt):
+        raise invalid_request(
+            "'prompt' must be a string, an array of strings, or an array (of arrays) of token ids.", "prompt"
+        )
+    for name in ("echo",):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise invalid_request(f"'{name}' must be a boolean.", name)
+    if body.get("suffix") is not None and not isinstance(body["suffix"], str):
+        raise invalid_request("'suffix' must be a string.", "suffix")
+    check_common_fields(body)
+
+
+def check_embeddings(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    if value is None:
+        raise invalid_request("Missing required parameter: 'input'.", "input")
+    if not _text_or_tokens(value):
+        raise invalid_request(
+            "'input' must be a string, an array of strings, or an array (of arrays) of token ids.", "input"
+        )
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise invalid_request("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
+        raise invalid_request("'dimensions' must be a positive integer.", "dimensions")
+
+
+def check_images(body: dict[str, Any]) -> None:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise invalid_request("'prompt' must be a non-empty string.", "prompt")
+    count = body.get("n")
+    if count is not None and (not _is_int(count) or not 1 <= count <= 10):
+        raise invalid_request("'n' must be an integer from 1 to 10.", "n")
+    for name in ("size", "quality", "style", "background", "output_format"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise invalid_request(f"'{name}' must be a string.", name)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format not in ("url", "b64_json"):
+        raise invalid_request("'response_format' must be 'url' or 'b64_json'.", "response_format")
+
+
+def check_responses(body: dict[str, Any]) -> None:
+    if body.get("store") is not False:
+        raise invalid_request(
+            "Bastion's /v1/responses is stateless: set 'store' to false and keep conversation state.",
+            "store",
+        )
+    value = body.get("input")
+    if value is None:
+        raise invalid_request("Missing required parameter: 'input'.", "input")
+    if not isinstance(value, str | list):
+        raise invalid_request("'input' must be a string or an array of input items.", "input")
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name) is not None:
+            message = f"'{name}' needs stored responses; Bastion's /v1/responses is stateless."
+            raise invalid_request(message, name)
+    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
+        raise invalid_request("'instructions' must be a string.", "instructions")
+    cap = body.get("max_output_tokens")
+    if cap is not None and (not _is_int(cap) or cap < 1):
+        raise invalid_request("'max_output_tokens' must be a positive integer.", "max_output_tokens")
+    check_common_fields(body)
+
+
+RIVA_ENCODINGS = {1: "LINEAR_PCM", 2: "FLAC", 3: "MULAW", 4: "OGGOPUS", 20: "ALAW"}
+MAX_TTS_CHARACTERS = 10_000
+
+
+def check_tts(body: dict[str, Any]) -> None:
+    """NVIDIA Riva's text_to_audio JSON, as OVH AI Endpoints serve it."""
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise invalid_request("'text' must be a non-empty string.", "text")
+    if len(text) > MAX_TTS_CHARACTERS:
+        raise invalid_request(f"'text' is longer than {MAX_TTS_CHARACTERS} characters.", "text")
+    for name in ("language_code", "voice_name"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise invalid_request(f"'{name}' must be a non-empty string (e.g. 'en-US').", name)
+    rate = body.get("sample_rate_hz")
+    if rate is not None and (not _is_int(rate) or not 8000 <= rate <= 48000):
+        raise invalid_request("'sample_rate_hz' must be an integer from 8000 to 48000.", "sample_rate_hz")
+    encoding = body.get("encoding")
+    if encoding is not None and encoding not in RIVA_ENCODINGS:
+        choices = ", ".join(f"{k} ({v})" for k, v in RIVA_ENCODINGS.items())
+        raise invalid_request(f"'encoding' must be one of {choices}.", "encoding")
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise invalid_request("'model' must be a non-empty string.", "model")

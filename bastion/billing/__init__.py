@@ -17,6 +17,7 @@ class Outcome:
     usage: dict[str, Any] | None = None
     text_chars: int = 0  # generated text seen, for the estimate when the upstream reports no usage
     client_disconnected: bool = False
+    answer: dict[str, Any] | None = None  # the parsed JSON answer, for meters that count in it
 
 
 @dataclass(slots=True)
@@ -29,13 +30,27 @@ class Ticket:
     endpoint: str
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     hold: Any = None  # the admission's own record of what it reserved
-    prompt_estimate: int = 0
+    metered: Any = None  # the meter's worst case, for settlement
+    meter: Any = None
     started: float = 0.0
+
+
+class Metered(Protocol):
+    """An endpoint as billing sees it: its kind and its meter."""
+
+    kind: str
+    meter: Any
 
 
 class Admission(Protocol):
     async def admit(
-        self, principal: Principal, route: Route, body: dict[str, Any], request_id: str, endpoint: str
+        self,
+        principal: Principal,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        endpoint: Metered,
+        size: int,
     ) -> Ticket:
         """Reserve what the request may cost, or raise ApiError (401 revoked, 402, 429)."""
         ...

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.auth import Principal
-from bastion.billing import Outcome, Ticket
-from bastion.billing import estimate as est
+from bastion.billing import Metered, Outcome, Ticket
 from bastion.billing.live import (
     ADMITTED,
     CREDIT_EXHAUSTED,
@@ -23,9 +22,10 @@ from bastion.billing.live import (
     Reservation,
     reservation,
 )
+from bastion.billing.meters import Meter
 from bastion.db.store import Store, UsageRow
 from bastion.errors import ApiError, insufficient_funds, invalid_api_key, rate_limited
-from bastion.money import cost_nano, format_usd
+from bastion.money import format_usd
 from bastion.proxy.routing import Route
 from bastion.ratelimit import ratelimit_headers
 
@@ -37,14 +37,17 @@ class CreditAdmission:
         self.default_max_output_tokens = default_max_output_tokens
 
     async def admit(
-        self, principal: Principal, route: Route, body: dict[str, Any], request_id: str, endpoint: str
+        self,
+        principal: Principal,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        endpoint: Metered,
+        size: int,
     ) -> Ticket:
-        model = route.model
-        prompt = est.prompt_tokens(body)
-        output = est.output_cap(body, model.max_output_tokens, self.default_max_output_tokens)
-        worst_case = cost_nano([(prompt, model.price.input), (output, model.price.output)])
+        metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
         hold = reservation(
-            principal.key_id, principal.account_id, request_id, worst_case, prompt + output, principal.tpm
+            principal.key_id, principal.account_id, request_id, metered.nano, metered.tokens, principal.tpm
         )
         result = await self.live.admit(hold, principal.rpm)
         if result.code == UNKNOWN_ACCOUNT:  # first use of this account since Redis started: load it
@@ -54,7 +57,17 @@ class CreditAdmission:
         headers = ratelimit_headers(principal.rpm, principal.tpm, result)
         if result.code != ADMITTED:
             raise _refusal(result, hold, headers)
-        return Ticket(principal, route, request_id, endpoint, headers, hold, prompt, time.monotonic())
+        return Ticket(
+            principal,
+            route,
+            request_id,
+            endpoint.kind,
+            headers,
+            hold,
+            metered,
+            endpoint.meter,
+            time.monotonic(),
+        )
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body)."""
@@ -62,38 +75,26 @@ class CreditAdmission:
         return ratelimit_headers(principal.rpm, principal.tpm, now)
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        prompt, completion, estimated = _usage(ticket, outcome)
-        price = ticket.route.model.price
-        cost = cost_nano([(prompt, price.input), (completion, price.output)])
+        meter: Meter = ticket.meter
+        charge = meter.charge(ticket.route.model, ticket.metered, outcome)
         record = UsageRow(
             request_id=ticket.request_id,
             account_id=ticket.principal.account_id,
             key_id=ticket.principal.key_id,
             model=ticket.route.model.id,
             endpoint=ticket.endpoint,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_nano=cost,
+            prompt_tokens=charge.prompt_tokens,
+            completion_tokens=charge.completion_tokens,
+            cost_nano=charge.cost_nano,
             status=499 if outcome.client_disconnected else outcome.status,
             latency_ms=round((time.monotonic() - ticket.started) * 1000),
-            estimated=estimated,
+            estimated=charge.estimated,
             created_at=datetime.now(UTC),
+            quantity=charge.quantity,
+            unit=charge.unit,
         )
-        await self.live.settle(ticket.hold, cost, prompt + completion, record)
-
-
-def _usage(ticket: Ticket, outcome: Outcome) -> tuple[int, int, bool]:
-    """(prompt, completion, estimated): the upstream's figures when it gave them, explicit zeros included."""
-    usage = outcome.usage or {}
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if prompt is None and completion is None:  # the Responses API's names
-        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return prompt, completion, False
-    produced = est.completion_tokens_from_chars(outcome.text_chars)
-    if produced == 0 and outcome.status >= 400 and not outcome.client_disconnected:
-        return 0, 0, False  # failed before producing anything: nothing to charge
-    return ticket.prompt_estimate, produced, True
+        tokens = charge.prompt_tokens + charge.completion_tokens
+        await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)
 
 
 def _refusal(result: AdmitResult, hold: Reservation, ratelimit: list[tuple[bytes, bytes]]) -> ApiError:

@@ -20,34 +20,57 @@ CHARS_PER_TOKEN = 4
 PER_MESSAGE_TOKENS = 4
 PER_MEDIA_PART_TOKENS = 1000
 _TEXT_FIELD = re.compile(
-    rb'"(?:content|reasoning_content|reasoning|text|arguments)"\s*:\s*"((?:[^"\\]|\\.)*)"'
+    rb'"(?:content|reasoning_content|reasoning|text|arguments|delta)"\s*:\s*"((?:[^"\\]|\\.)*)"'
 )
 
 
+OUTPUT_CAP_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
 def prompt_tokens(body: dict[str, Any]) -> int:
-    chars = 0
-    tokens = 0
+    """Chat `messages`, completions `prompt`, embeddings and Responses `input`: text or token ids."""
+    counter = _Counter()
     for message in body.get("messages") or ():
-        tokens += PER_MESSAGE_TOKENS
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])
-                else:
-                    tokens += PER_MEDIA_PART_TOKENS
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        chars += len(prompt)
+        counter.tokens += PER_MESSAGE_TOKENS
+        counter.add(message.get("content") if isinstance(message, dict) else None)
+    counter.add(body.get("prompt"))
+    counter.add(body.get("input"))
+    if isinstance(body.get("instructions"), str):
+        counter.chars += len(body["instructions"])
     if body.get("tools"):
-        chars += len(orjson.dumps(body["tools"]))
-    return tokens + math.ceil(chars / CHARS_PER_TOKEN)
+        counter.chars += len(orjson.dumps(body["tools"]))
+    return counter.tokens + math.ceil(counter.chars / CHARS_PER_TOKEN)
 
 
-def output_cap(body: dict[str, Any], model_cap: int | None, default: int) -> int:
-    for field in ("max_completion_tokens", "max_tokens"):
+class _Counter:
+    """Characters of text and exact token ids, through strings, token arrays, parts and items."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.tokens = 0
+
+    def add(self, value: Any) -> None:
+        if isinstance(value, str):
+            self.chars += len(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            self.tokens += 1  # a token id
+        elif isinstance(value, list):
+            for item in value:
+                self.add(item)
+        elif isinstance(value, dict):
+            if isinstance(value.get("text"), str):
+                self.chars += len(value["text"])
+            elif "content" in value:  # a Responses input item
+                self.tokens += PER_MESSAGE_TOKENS
+                self.add(value["content"])
+            else:
+                self.tokens += PER_MEDIA_PART_TOKENS
+
+
+def output_cap(
+    body: dict[str, Any], model_cap: int | None, default: int, fields: tuple[str, ...] = OUTPUT_CAP_FIELDS
+) -> int:
+    for field in fields:
         value = body.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
             return int(value)

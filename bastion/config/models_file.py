@@ -86,12 +86,16 @@ class Deployment(_Strict):
 
 
 class Price(_Strict):
-    """USD prices, exact decimals. Token prices are per 1M tokens."""
+    """USD prices, exact decimals, one per unit a model can be billed in."""
 
     input: Decimal = Field(Decimal(0), ge=0, description="USD per 1M input tokens")
     output: Decimal = Field(Decimal(0), ge=0, description="USD per 1M output tokens")
+    image: Decimal = Field(Decimal(0), ge=0, description="USD per generated image")
+    audio_second: Decimal = Field(Decimal(0), ge=0, description="USD per second of transcribed audio")
+    characters: Decimal = Field(Decimal(0), ge=0, description="USD per 1M characters synthesised")
+    request: Decimal = Field(Decimal(0), ge=0, description="USD per request (transcription without duration)")
 
-    @field_validator("input", "output", mode="before")
+    @field_validator("input", "output", "image", "audio_second", "characters", "request", mode="before")
     @classmethod
     def _exact(cls, value: Any) -> Any:
         # YAML reads 0.08 as a float; its shortest repr is what the operator wrote.

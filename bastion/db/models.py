@@ -84,3 +84,5 @@ class UsageRecord(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unit: Mapped[str | None] = mapped_column(String(16), nullable=True)

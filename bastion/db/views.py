@@ -87,6 +87,8 @@ class UsageRow:
     latency_ms: int
     estimated: bool
     created_at: datetime
+    quantity: int = 0  # images, audio milliseconds, characters: for meters that do not count tokens
+    unit: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}

@@ -42,6 +42,13 @@ def upstream_body(raw: bytes, body: dict[str, Any], upstream_model: str, ask_usa
     return _reencode(data, {**body, "model": upstream_model, "stream_options": options})
 
 
+def without_model(raw: bytes, body: dict[str, Any]) -> bytes:
+    """For upstreams whose contract has no `model` field (Riva TTS): drop Bastion's optional one."""
+    if "model" not in body:
+        return raw
+    return _reencode(raw, {k: v for k, v in body.items() if k != "model"})
+
+
 def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> bytes:
     if body.get("model") == upstream_model:
         return raw
@@ -58,6 +65,7 @@ def _reencode(raw: bytes, changed: dict[str, Any]) -> bytes:
     """`changed` (the parsed body with edits) as JSON; big integers taken exactly from `raw`."""
     if _LONG_DIGITS.search(raw):
         exact = json.loads(raw)  # may hold integers past 64 bits, which only the stdlib keeps exact
-        exact.update({k: v for k, v in changed.items() if k in ("model", "stream_options")})
+        edited = {k: v for k, v in changed.items() if k in ("model", "stream_options")}
+        exact = {k: v for k, v in exact.items() if k in changed} | edited
         return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
     return orjson.dumps(changed)

@@ -97,7 +97,12 @@ async def read_json_answer(response: UpstreamResponse, route: Route) -> tuple[by
 
 
 def usage_of(answer: Any) -> dict[str, Any] | None:
-    usage = answer.get("usage") if isinstance(answer, dict) else None
+    """`usage` of an answer or chunk, or of the `response` a Responses API event carries."""
+    if not isinstance(answer, dict):
+        return None
+    usage = answer.get("usage")
+    if usage is None and isinstance(answer.get("response"), dict):
+        usage = answer["response"].get("usage")
     return usage if isinstance(usage, dict) else None
 
 
@@ -108,10 +113,20 @@ class StreamRelay:
     event being completed, and a burst of events does not cost a write each.
     """
 
-    __slots__ = ("_framer", "_restore", "_strip_usage_chunk", "done", "events", "text_chars", "usage")
+    __slots__ = (
+        "_done_marker",
+        "_framer",
+        "_restore",
+        "_strip_usage_chunk",
+        "done",
+        "events",
+        "text_chars",
+        "usage",
+    )
 
-    def __init__(self, route: Route, strip_usage_chunk: bool = False) -> None:
+    def __init__(self, route: Route, strip_usage_chunk: bool = False, done_marker: bool = True) -> None:
         self._framer = SSEFramer()
+        self._done_marker = done_marker  # the Responses API ends without `data: [DONE]`
         self._restore = route.target.restore_model
         self._strip_usage_chunk = strip_usage_chunk  # Bastion asked for usage; the client did not
         self.done = False
@@ -125,7 +140,7 @@ class StreamRelay:
     def finish(self) -> bytes:
         """What to send once the upstream ended cleanly: any last event, then [DONE] if it was missing."""
         tail = self._emit(self._framer.finish())
-        return tail if self.done else tail + DONE_EVENT
+        return tail if self.done or not self._done_marker else tail + DONE_EVENT
 
     def _emit(self, events: list[bytes]) -> bytes:
         out = []

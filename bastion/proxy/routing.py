@@ -103,6 +103,9 @@ class Router:
     def model_object(self, model_id: str) -> dict[str, object] | None:
         return self._objects_by_id.get(model_id)
 
+    def first_serving(self, kind: str) -> str | None:
+        return next((m.id for m in self.catalog.models.values() if m.serves(kind)), None)
+
     def resolve(self, model_id: str, kind: str) -> Route:
         model = self.catalog.models.get(model_id)
         if model is None:
