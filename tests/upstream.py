@@ -8,6 +8,13 @@ models behave like ``echo``. Stream-only modes answer non-streaming requests lik
 HTML; ``late-eof`` ends its body 100 ms after ``[DONE]``; ``no-usage`` never reports usage and
 ``zero-usage`` reports zeros). Requests are keyed by their
 ``x-request-id`` header (else ``"req-N"``), see ``RecordedRequest.key``.
+
+Other endpoints answer by PATH (builders in tests/upstream_surface.py): ``/v1/completions``,
+``/v1/embeddings``, ``/v1/images/generations``, ``/v1/audio/transcriptions`` (multipart, streamed:
+see ``MockUpstream.multipart``), ``/v1/responses`` and the Riva TTS route
+``/api/v1/tts/text_to_audio`` (mode from ``voice_name``: ``error500``, ``status:NNN``, ``hang``).
+The failure modes (``error500``, ``status:NNN``, ``bad400``, ``garbage``, ``hang``, ``drop``, ...)
+apply to every ``/v1`` path; any other ``/v1`` path answers like chat completions.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import ClientConnectionResetError, web
+import upstream_surface as surface
+from aiohttp import ClientConnectionResetError, ClientPayloadError, web
 
 CREATED = 1735689600
 ECHO_PIECES = ["Hel", "lo", " world"]
@@ -137,6 +145,7 @@ class MockUpstream:
         self._finished: dict[str, float] = {}
         self._gates: dict[str, threading.Event] = {}
         self._gate_by_test: dict[str, bool] = {}
+        self._multipart: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,6 +229,11 @@ class MockUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def root_url(self) -> str:
+        """The server root (no ``/v1``), e.g. for the Riva TTS route ``/api/v1/tts/text_to_audio``."""
+        return f"http://127.0.0.1:{self.port}"
+
     # ---------------------------------------------------------------- inspection
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -236,6 +250,7 @@ class MockUpstream:
             self._closed.clear()
             self._gates.clear()
             self._gate_by_test.clear()
+            self._multipart.clear()
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
         deadline = time.monotonic() + timeout
@@ -246,6 +261,15 @@ class MockUpstream:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"expected {n} upstream requests, got {len(reqs)}")
             time.sleep(0.005)
+
+    def multipart(self, key: str) -> dict[str, Any] | None:
+        """The streamed multipart/form-data of request ``key``, or None (not multipart / not seen).
+
+        ``{"fields": {name: str}, "file": {"name", "filename", "content_type", "size", "sha256"} | None,
+        "order": [part names in body order]}``; the file itself is never kept, only counted and hashed.
+        """
+        with self._lock:
+            return self._multipart.get(key)
 
     def wait_closed(self, key: str, timeout: float = 5.0) -> float | None:
         """time.monotonic() at which the server noticed the client went away, or None."""
@@ -304,7 +328,8 @@ class MockUpstream:
 
     # ---------------------------------------------------------------- handlers
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        if request.method != "POST" or not request.path.startswith("/v1/"):
+        routed = request.path.startswith("/v1/") or request.path == surface.TTS_PATH
+        if request.method != "POST" or not routed:
             err = {"error": {"message": f"no route {request.method} {request.path}", "type": "not_found"}}
             return self._json(err, "", status=404)
         task = asyncio.current_task()
@@ -318,18 +343,35 @@ class MockUpstream:
                 self._finished[request.headers.get("x-request-id", "")] = time.monotonic()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = None
-        key = request.headers.get("x-request-id") or f"req-{next(self._counter)}"
+        form: dict[str, Any] | None = None
+        body: Any
+        if request.content_type.startswith("multipart/"):
+            key = request.headers.get("x-request-id") or f"req-{next(self._counter)}"
+            try:
+                form = await surface.read_multipart(request)
+            except (ConnectionError, ClientPayloadError):  # the client went away mid-upload
+                self._mark_closed(key)
+                return web.Response(status=400, text="client went away")
+            except ValueError as exc:  # not a usable multipart body
+                return self._json(surface.error(f"malformed multipart body: {exc}"), "", 400)
+            raw, body = b"", dict(form["fields"])
+        else:
+            raw = await request.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            key = request.headers.get("x-request-id") or f"req-{next(self._counter)}"
         headers = {k.lower(): v for k, v in request.headers.items()}
         peer = request.transport.get_extra_info("peername") if request.transport else None
         rec = RecordedRequest(request.path, headers, raw, body, time.monotonic(), key, peer)
         with self._lock:
             self._requests.append(rec)
+            if form is not None:
+                self._multipart[key] = form
         body = body if isinstance(body, dict) else {}
+        if request.path == surface.TTS_PATH:
+            return await self._tts(request, key, body)
         model = body.get("model") if isinstance(body.get("model"), str) else "mock"
         stream = body.get("stream") is True
         opts = body.get("stream_options")
@@ -357,6 +399,8 @@ class MockUpstream:
             if request.transport is not None:
                 request.transport.abort()
             return resp
+        if request.path in surface.PATHS:
+            return await self._by_path(request, key, body, model, stream, usage)
         if stream:
             s = _Stream(self, request, key, model, usage and model != "no-usage")
             await s.resp.prepare(request)
@@ -457,3 +501,50 @@ class MockUpstream:
             if not await s.write(data[i : i + 7]):
                 return
             await asyncio.sleep(0.002)
+
+    # ---------------------------------------------------------------- other endpoints (by path)
+    async def _sse(
+        self, request: web.Request, key: str, model: str, events: list[bytes]
+    ) -> web.StreamResponse:
+        s = _Stream(self, request, key, model, usage=False)
+        await s.resp.prepare(request)
+        for data in events:
+            if not await s.write(data):
+                break
+        return s.resp
+
+    async def _by_path(
+        self, request: web.Request, key: str, body: dict[str, Any], model: str, stream: bool, usage: bool
+    ) -> web.StreamResponse:
+        if request.path == surface.TRANSCRIPTIONS_PATH:
+            return self._transcription(key, model)
+        if stream and request.path == surface.COMPLETIONS_PATH:
+            chunks = surface.completion_chunks(model, usage)
+            events = [f"data: {self._dumps(c, model)}\n\n".encode() for c in chunks]
+            return await self._sse(request, key, model, [*events, b"data: [DONE]\n\n"])
+        if stream and request.path == surface.RESPONSES_PATH:
+            pairs = surface.responses_events(body, model)
+            events = [f"event: {n}\ndata: {self._dumps(d, model)}\n\n".encode() for n, d in pairs]
+            return await self._sse(request, key, model, events)
+        return self._json(surface.JSON_BUILDERS[request.path](body, model), model)
+
+    def _transcription(self, key: str, model: str) -> web.Response:
+        form = self.multipart(key)
+        if form is None:
+            return self._json(surface.error("expected multipart/form-data"), model, 400)
+        if form["file"] is None:
+            return self._json(surface.error("file is required", param="file"), model, 400)
+        ctype, answer = surface.transcription(form["fields"], form["file"]["size"], model)
+        if isinstance(answer, dict):
+            return self._json(answer, model, 200 if ctype else 400)
+        return web.Response(text=str(answer), content_type=ctype, charset="utf-8")
+
+    async def _tts(self, request: web.Request, key: str, body: dict[str, Any]) -> web.StreamResponse:
+        voice = body.get("voice_name") if isinstance(body.get("voice_name"), str) else ""
+        if voice == "error500":
+            return self._json({"error": {"message": "tts boom"}}, "", 500)
+        if voice.startswith("status:") and voice[7:].isdigit():
+            return self._json({"error": {"message": f"upstream said {voice[7:]}"}}, "", int(voice[7:]))
+        if voice == "hang":
+            await self._hang(request, key)
+        return web.Response(body=surface.tts_wav(body), content_type="audio/wav")

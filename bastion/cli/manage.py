@@ -250,12 +250,13 @@ async def _usage(management: Management, args: argparse.Namespace) -> int:
                 r.endpoint,
                 r.prompt_tokens,
                 r.completion_tokens,
+                f"{r.quantity} {r.unit}" if r.unit else "",
                 format_usd(r.cost_nano) + ("~" if r.estimated else ""),
                 r.status,
             )
             for r in rows
         ],
-        ["TIME", "REQUEST", "ACCOUNT", "KEY", "MODEL", "ENDPOINT", "IN", "OUT", "COST", "STATUS"],
+        ["TIME", "REQUEST", "ACCOUNT", "KEY", "MODEL", "ENDPOINT", "IN", "OUT", "QUANTITY", "COST", "STATUS"],
     )
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.config import ProviderConfig
@@ -13,12 +13,15 @@ from bastion.config import ProviderConfig
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     path: str  # relative to the provider's base URL, e.g. "/chat/completions"
-    body: bytes  # exactly what goes on the wire
+    body: bytes  # exactly what goes on the wire (empty for an upload)
     payload: dict[str, Any]  # the client's body, parsed (its `model` is still the public id)
     upstream_model: str
     stream: bool
     request_id: str
     public_model: str  # for messages only; never sent upstream
+    upload: AsyncIterator[bytes] | None = None  # a streamed multipart body, sent as it arrives
+    content_type: str = "application/json"
+    form: dict[str, str] = field(default_factory=dict)  # an upload's text fields, model rewritten
 
 
 class UpstreamResponse(ABC):

@@ -15,62 +15,58 @@ One token is one whitespace-delimited word; a prompt costs its words plus 4 per 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
+from bastion.proxy.providers import mock_kinds as kinds
 from bastion.proxy.providers.base import Provider, UpstreamRequest, UpstreamResponse
-
-_REPLY_EXACTLY = re.compile(r"reply with exactly:\s*(.+)", re.IGNORECASE | re.DOTALL)
-_COUNT = re.compile(r"count from (\d+) to (\d+)", re.IGNORECASE)
-_WORD = re.compile(r"\s*\S+")
-_PER_MESSAGE_TOKENS = 4
-
-
-def answer_for(messages: list[dict[str, Any]]) -> str:
-    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-    prompt = _text_of(last_user.get("content")) if last_user else ""
-    if match := _REPLY_EXACTLY.search(prompt):
-        return match.group(1).strip()
-    if match := _COUNT.search(prompt):
-        start, end = int(match.group(1)), int(match.group(2))
-        return ", ".join(str(n) for n in range(start, min(end, start + 99) + 1))
-    return prompt or "Hello from Bastion's mock model."
-
-
-def count_tokens(text: str) -> int:
-    return len(text.split())
-
-
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(count_tokens(_text_of(m.get("content"))) + _PER_MESSAGE_TOKENS for m in messages)
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+from bastion.proxy.providers.mock_text import WORD, answer_for, prompt_tokens
 
 
 class MockProvider(Provider):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        if request.path != "/chat/completions":
-            body = {
-                "error": {
-                    "message": f"mock provider does not serve {request.path}",
-                    "type": "invalid_request_error",
-                }
+        payload, model, rid, delay = request.payload, request.upstream_model, request.request_id, self._delay
+        if request.path == "/chat/completions":
+            chat = _Completion(payload, model, rid)
+            return _MockStream(chat.events(), delay) if request.stream else _json(chat.json())
+        if request.path == "/completions":
+            return _answer(kinds.completion(payload, model, rid, request.stream), delay)
+        if request.path == "/responses":
+            return _answer(kinds.response(payload, model, rid, request.stream), delay)
+        if request.path == "/embeddings":
+            return _json(kinds.embeddings(payload, model))
+        if request.path == "/images/generations":
+            return _json(kinds.images(payload))
+        if request.path == "/api/v1/tts/text_to_audio":
+            return _MockResponse(200, "audio/wav", kinds.speech(payload))
+        if request.path == "/audio/transcriptions" and request.upload is not None:
+            size = 0
+            async for chunk in request.upload:
+                size += len(chunk)
+            body, content_type = kinds.transcript(request.form, size)
+            return _MockResponse(200, content_type, body)
+        error = {
+            "error": {
+                "message": f"mock provider does not serve {request.path}",
+                "type": "invalid_request_error",
             }
-            return _MockResponse(404, "application/json", orjson.dumps(body))
-        completion = _Completion(request.payload, request.upstream_model, request.request_id)
-        if request.stream:
-            return _MockStream(completion, self.config.chunk_delay_ms / 1000)
-        return _MockResponse(200, "application/json", completion.json())
+        }
+        return _MockResponse(404, "application/json", orjson.dumps(error))
+
+    @property
+    def _delay(self) -> float:
+        return self.config.chunk_delay_ms / 1000
+
+
+def _json(body: bytes) -> UpstreamResponse:
+    return _MockResponse(200, "application/json", body)
+
+
+def _answer(answer: list[bytes] | bytes, delay: float) -> UpstreamResponse:
+    return _MockStream(answer, delay) if isinstance(answer, list) else _json(answer)
 
 
 class _Completion:
@@ -84,7 +80,7 @@ class _Completion:
         cap = payload.get("max_completion_tokens")
         if cap is None:
             cap = payload.get("max_tokens")
-        pieces = _WORD.findall(answer_for(messages))
+        pieces = WORD.findall(answer_for(messages))
         self.finish_reason = "length" if cap is not None and len(pieces) > cap else "stop"
         self.pieces = pieces[: int(cap)] if cap is not None else pieces
         self.reasoning = ["Thinking", " it", " over."] if payload.get("reasoning_effort") else []
@@ -160,9 +156,9 @@ class _MockResponse(UpstreamResponse):
 
 
 class _MockStream(_MockResponse):
-    def __init__(self, completion: _Completion, delay: float) -> None:
+    def __init__(self, events: list[bytes], delay: float) -> None:
         super().__init__(200, "text/event-stream", b"")
-        self._events = completion.events()
+        self._events = events
         self._delay = delay
 
     async def read(self) -> bytes:
