@@ -136,12 +136,23 @@ def gateway_models_file(upstream: MockUpstream, blackhole_port: int) -> dict[str
         {"name": "refused", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeouts": fast},
         {"name": "blackhole", "base_url": f"http://127.0.0.1:{blackhole_port}/v1", "timeouts": fast},
         {"name": "local", "type": "mock"},
+        {"name": "up-root", "base_url": f"http://127.0.0.1:{upstream.port}", "timeouts": {"read": 10}},
     ]
-    price = {"input": 1, "output": 2}
+    price = {"input": 1, "output": 2, "image": 0.04, "audio_second": 0.001, "characters": 20, "request": 0.01}
 
-    def model(public: str, provider: str, upstream_name: str, **extra: object) -> dict[str, object]:
+    def model(
+        public: str, provider: str, upstream_name: str, category: str = "LLM", **extra: object
+    ) -> dict[str, object]:
         deployment = {"provider": provider, "model": upstream_name}
-        return {"id": public, "category": "LLM", "deployments": [deployment], "price": price, **extra}
+        endpoints = {"endpoints": ["chat", "completions", "responses"]} if category == "LLM" else {}
+        return {
+            "id": public,
+            "category": category,
+            "deployments": [deployment],
+            "price": price,
+            **endpoints,
+            **extra,
+        }
 
     models = [model(f"m-{mode}", "up", mode) for mode in UPSTREAM_MODES]
     models += [
@@ -151,7 +162,14 @@ def gateway_models_file(upstream: MockUpstream, blackhole_port: int) -> dict[str
         model("blackhole-model", "blackhole", "echo"),
         model("same-name", "up", "same-name"),
         model("mock-model", "local", "mock-upstream-name"),
-        {**model("bge-m3", "up", "bge-m3"), "category": "Embedding"},
+        model("bge-m3", "up", "bge-m3-upstream", "Embedding"),
+        model("emb-fail", "up", "error500", "Embedding"),
+        model("img", "up", "img-upstream", "Image"),
+        model("img-fail", "up", "error500", "Image"),
+        model("whisper", "up", "whisper-upstream", "Transcription"),
+        model("whisper-no-duration", "up", "no-duration", "Transcription"),
+        model("whisper-fail", "up", "error500", "Transcription"),
+        model("tts-voice", "up-root", "riva", "TTS"),
     ]
     return {"providers": providers, "models": models}
 

@@ -12,13 +12,14 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
-from conftest import Gateway, start_gateway, stop_gateway
+import yaml
+from conftest import Gateway, gateway_models_file, start_gateway, stop_gateway
 from provision import (
     REDIS_URL,
     account_with_key,
@@ -121,6 +122,16 @@ class Stack:
                 assert len(rows) == count, f"expected {count} usage records, found {len(rows)}"
                 return rows
             time.sleep(0.05)
+
+
+def running_stack(name: str, upstream: Any, blackhole_port: int, workdir: Path) -> Iterator[Stack]:
+    """A stack with one gateway on the tests' models file, torn down after (a fixture's body)."""
+    config = workdir / "bastion.yaml"
+    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
+    built = make_stack(name, config, workdir)
+    built.start()
+    yield built
+    drop_stack(built)
 
 
 def make_stack(name: str, config_path: Path, workdir: Path) -> Stack:

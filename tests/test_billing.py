@@ -16,9 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import yaml
-from conftest import gateway_models_file
-from stacks import Stack, drop_stack, make_stack, poll
+from stacks import Stack, poll, running_stack
 from upstream import MockUpstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -33,13 +31,7 @@ def stack(
     blackhole_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp(f"stack-{request.param}")
-    config = workdir / "bastion.yaml"
-    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-    built = make_stack(request.param, config, workdir)
-    built.start()
-    yield built
-    drop_stack(built)
+    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 def _post(

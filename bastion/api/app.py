@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bastion import __version__
 from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
-from bastion.api.endpoints import JSON_ENDPOINTS, TTS_PATH
+from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
 from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
 from bastion.config import Catalog, Settings, load_catalog
@@ -51,8 +51,10 @@ class BastionApp:
             authenticator=self.services.authenticator,
             admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
         )
         self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
+        self.documented = [*self.endpoints, TRANSCRIPTION.path]
         self.web = build_web_app(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,6 +63,13 @@ class BastionApp:
             endpoint = self.endpoints.get(path)
             if path == "/v1/audio/speech":
                 await self.gateway.reject(_SPEECH_ELSEWHERE, scope, receive, send)
+            elif path == TRANSCRIPTION.path:
+                if scope["method"] == "POST":
+                    await self.gateway.handle_upload(TRANSCRIPTION, scope, receive, send)
+                else:
+                    await self.gateway.reject(
+                        method_not_allowed(scope["method"], path, "POST"), scope, receive, send
+                    )
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 await self._models(
                     scope, receive, send, path[len("/v1/models/") :] if path != "/v1/models" else None
@@ -179,7 +188,7 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
 
     if bastion.settings.admin_token:
         web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token))
-    install_openapi(web, bastion.endpoints)
+    install_openapi(web, bastion.documented)
     return web
 
 

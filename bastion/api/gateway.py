@@ -26,6 +26,7 @@ from bastion.api.asgi import (
 )
 from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
+from bastion.api.upload import Upload
 from bastion.api.validation import require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome
@@ -41,15 +42,24 @@ log = logging.getLogger("bastion.gateway")
 
 class Gateway:
     def __init__(
-        self, router: Router, authenticator: Authenticator, admission: Admission, max_body_bytes: int
+        self,
+        router: Router,
+        authenticator: Authenticator,
+        admission: Admission,
+        max_body_bytes: int,
+        max_upload_bytes: int,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
         self.admission = admission
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve, endpoint)
+
+    async def handle_upload(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve_upload, endpoint)
 
     async def handle_models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve_models, model_id)
@@ -121,6 +131,45 @@ class Gateway:
         outcome = Outcome(status=502)
         try:
             await self._forward(endpoint, route, raw, body, exchange, outcome)
+        finally:
+            await self.admission.settle(ticket, outcome)
+
+    async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:
+        """The same path for a multipart upload, which goes upstream while it arrives."""
+        principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
+        exchange.principal = principal
+        upload = await Upload.open(exchange.scope, exchange.receive, self.max_upload_bytes)
+        model_id = upload.check()
+        if not principal.may_use(model_id):
+            raise model_not_found(model_id)
+        route = self.router.resolve(model_id, endpoint.kind)
+        form = upload.form
+        ticket = await self.admission.admit(
+            principal, route, form, exchange.request_id, endpoint, upload.size
+        )
+        exchange.headers += ticket.headers
+        exchange.limited = True
+        outcome = Outcome(status=502)
+        upstream_model = route.target.deployment.model
+        request = UpstreamRequest(
+            path=endpoint.upstream_path,
+            body=b"",
+            payload=form,
+            upstream_model=upstream_model,
+            stream=False,
+            request_id=exchange.request_id,
+            public_model=route.model.id,
+            upload=upload.body(upstream_model),
+            content_type=f"multipart/form-data; boundary={upload.boundary.decode('latin-1')}",
+            form={**form, "model": upstream_model},
+        )
+        try:
+            # No hang-up watch here: the upload itself is what reads from the client.
+            response = await route.target.provider.send(request)
+            await self._relay_answer(endpoint, route, response, exchange, outcome)
+        except ApiError as error:
+            outcome.status = error.status
+            raise
         finally:
             await self.admission.settle(ticket, outcome)
 

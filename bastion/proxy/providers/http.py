@@ -57,15 +57,17 @@ class HttpProvider(Provider):
         if self._session is None:
             raise RuntimeError(f"provider {self.name} used before start()")
         headers = {
-            "content-type": "application/json",
+            "content-type": request.content_type,
             "x-request-id": request.request_id,
             # A compressed event stream would be buffered by the compressor: ask for it plain.
-            "accept": "text/event-stream" if request.stream else "application/json",
+            "accept": "text/event-stream" if request.stream else "*/*",
             **({"accept-encoding": "identity"} if request.stream else {}),
         }
         try:
             response = await self._session.post(
-                self._base_url + request.path, data=request.body, headers=headers
+                self._base_url + request.path,
+                data=request.upload if request.upload is not None else request.body,
+                headers=headers,
             )
         except Exception as exc:
             raise self._failure(exc, request.public_model, "request") from None
