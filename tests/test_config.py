@@ -86,6 +86,12 @@ def test_the_example_file_covers_the_seed_models(monkeypatch: pytest.MonkeyPatch
     assert catalog.models["Qwen2.5-VL-72B-Instruct"].category == "Vision"
     assert catalog.models["Qwen3Guard-Gen-8B"].category == "Safety"
     assert catalog.models["bge-m3"].serves("embeddings") and not catalog.models["bge-m3"].serves("chat")
+    kinds = {m.category: m.endpoints for m in catalog.models.values()}
+    assert kinds["Image"] == ("images",) and kinds["Transcription"] == ("transcription",)
+    assert kinds["TTS"] == ("tts",)
+    assert catalog.models["gpt-oss-120b"].serves("responses")
+    assert catalog.models["nvr-tts-en-us"].price.characters == 15
+    assert catalog.models["whisper-large-v3"].price.audio_second == Decimal("0.00004")
 
 
 def _broken(tmp_path: Path, mutate: object) -> ConfigError:

@@ -376,23 +376,28 @@ def _speech(client: openai.OpenAI, stack: Stack, key: str, model: str) -> object
     return root.post("/api/v1/tts/text_to_audio", body=body, cast_to=httpx2.Response)
 
 
-ROUTES: list[tuple[str, Call, str, str]] = [
-    ("completions", _completion, "m-echo", "m-error500"),
-    ("embeddings", _embedding, "bge-m3", "emb-fail"),
-    ("images", _image, "img", "img-fail"),
-    ("transcriptions", _transcription, "whisper", "whisper-fail"),
-    ("responses", _response, "m-echo", "m-error500"),
-    ("tts", _speech, "tts-voice", "fail"),
+ROUTES: list[tuple[str, Call, str, str, str]] = [
+    ("completions", _completion, "m-echo", "m-error500", "img"),
+    ("embeddings", _embedding, "bge-m3", "emb-fail", "m-echo"),
+    ("images", _image, "img", "img-fail", "bge-m3"),
+    ("transcriptions", _transcription, "whisper", "whisper-fail", "img"),
+    ("responses", _response, "m-echo", "m-error500", "whisper"),
+    ("tts", _speech, "tts-voice", "fail", "m-echo"),
 ]
 
 
-@pytest.mark.parametrize(("name", "call", "model", "failing"), ROUTES, ids=[r[0] for r in ROUTES])
+@pytest.mark.parametrize(
+    ("name", "call", "model", "failing", "wrong_kind"), ROUTES, ids=[r[0] for r in ROUTES]
+)
 def test_every_route_authenticates_admits_and_maps_upstream_failures(
-    stack: Stack, name: str, call: Call, model: str, failing: str
+    stack: Stack, name: str, call: Call, model: str, failing: str, wrong_kind: str
 ) -> None:
-    _, _, key = stack.account(USD, rpm=2)
+    account_id, _, key = stack.account(USD, rpm=2)
     client = stack.client(key)
     call(client, stack, key, model)
+    (record,) = stack.wait_records(account_id, 1)
+    assert record.status == 200 and record.cost_nano > 0
+    assert stack.balance(account_id) == USD - record.cost_nano
     with pytest.raises(openai.InternalServerError) as failed:
         call(client, stack, key, failing)
     assert failed.value.status_code == 502
@@ -402,6 +407,11 @@ def test_every_route_authenticates_admits_and_maps_upstream_failures(
     anonymous = stack.client("qbt_" + "N" * 40)
     with pytest.raises(openai.AuthenticationError):
         call(anonymous, stack, "qbt_" + "N" * 40, model)
+
+    if name != "tts":  # the Riva body has no model of its own: see test_tts_model_kind_...
+        with pytest.raises(openai.BadRequestError) as wrong:
+            call(stack.client(stack.account(USD)[2]), stack, key, wrong_kind)
+        assert wrong.value.code == "model_not_found"
 
     _, _, broke_key = stack.account(1)  # one nano-dollar covers no request
     with pytest.raises(openai.APIStatusError) as refused:

@@ -161,7 +161,6 @@ class Gateway:
             public_model=route.model.id,
             upload=upload.body(upstream_model),
             content_type=f"multipart/form-data; boundary={upload.boundary.decode('latin-1')}",
-            form={**form, "model": upstream_model},
         )
         try:
             # No hang-up watch here: the upload itself is what reads from the client.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bastion.config import ProviderConfig
@@ -21,7 +21,6 @@ class UpstreamRequest:
     public_model: str  # for messages only; never sent upstream
     upload: AsyncIterator[bytes] | None = None  # a streamed multipart body, sent as it arrives
     content_type: str = "application/json"
-    form: dict[str, str] = field(default_factory=dict)  # an upload's text fields, model rewritten
 
 
 class UpstreamResponse(ABC):

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from bastion.proxy.multipart import MultipartReader, boundary_of
 from bastion.proxy.providers import mock_kinds as kinds
 from bastion.proxy.providers.base import Provider, UpstreamRequest, UpstreamResponse
 from bastion.proxy.providers.mock_text import WORD, answer_for, prompt_tokens
@@ -43,10 +44,8 @@ class MockProvider(Provider):
         if request.path == "/api/v1/tts/text_to_audio":
             return _MockResponse(200, "audio/wav", kinds.speech(payload))
         if request.path == "/audio/transcriptions" and request.upload is not None:
-            size = 0
-            async for chunk in request.upload:
-                size += len(chunk)
-            body, content_type = kinds.transcript(request.form, size)
+            fields, size = await _read_form(request.upload, request.content_type)
+            body, content_type = kinds.transcript(fields, size)
             return _MockResponse(200, content_type, body)
         error = {
             "error": {
@@ -59,6 +58,20 @@ class MockProvider(Provider):
     @property
     def _delay(self) -> float:
         return self.config.chunk_delay_ms / 1000
+
+
+async def _read_form(upload: AsyncIterator[bytes], content_type: str) -> tuple[dict[str, str], int]:
+    """Read a multipart upload as a server would: its text fields, and the file's size."""
+    reader = MultipartReader(upload, boundary_of(content_type.encode("latin-1")))
+    fields: dict[str, str] = {}
+    size = 0
+    while (head := await reader.next_part()) is not None:
+        if head.filename is None:
+            fields[head.name] = (await reader.read_part(64 * 1024)).decode("utf-8", "replace")
+        else:
+            async for chunk in reader.part_data():
+                size += len(chunk)
+    return fields, size
 
 
 def _json(body: bytes) -> UpstreamResponse:
