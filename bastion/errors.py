@@ -40,6 +40,10 @@ class ApiError(Exception):
         return f"ApiError({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
 
 
+class ClientDisconnected(Exception):
+    """The client went away while Bastion was still reading its request."""
+
+
 def invalid_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, "invalid_request", "invalid_request_error", message, param)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import socket
 import struct
 import wave
 from collections.abc import Callable, Iterator
@@ -236,6 +237,38 @@ def test_a_model_sent_after_the_file_is_still_found(stack: Stack, upstream: Mock
     assert seen is not None and seen["order"] == ["file", "language", "model"]
     assert seen["fields"] == {"language": "fr", "model": "whisper-upstream"}
     assert seen["file"]["sha256"] == hashlib.sha256(AUDIO).hexdigest()
+
+
+def test_a_broken_upload_is_the_clients_error_not_the_upstreams(stack: Stack, upstream: MockUpstream) -> None:
+    account_id, _, key = stack.account(USD)
+    boundary = "B0"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    ).encode()
+    headers = {"Authorization": f"Bearer {key}", "content-type": f"multipart/form-data; boundary={boundary}"}
+    url = stack.gateway.base_url + "/audio/transcriptions"
+    truncated = httpx.post(url, content=head + b"x" * 100_000, headers=headers)  # no closing boundary
+    assert truncated.status_code == 400
+    assert truncated.json()["error"]["message"] == "The multipart body ended before its closing boundary."
+
+    # A client that vanishes mid-upload, once it is being forwarded: the upstream request is dropped
+    # and nothing is charged.
+    rid = f"vanish-{account_id}"
+    host, port = stack.gateway.root.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        request = (
+            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"x-request-id: {rid}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            "Content-Length: 200000\r\n\r\n"  # reserves 100 s of audio: $0.10
+        )
+        raw.sendall(request.encode() + head + b"y" * 50_000)
+        assert upstream.wait_started(rid) is not None
+    assert upstream.wait_closed(rid) is not None  # the upstream saw its upload end
+    records = stack.wait_records(account_id, 2)
+    assert sorted((r.status, r.cost_nano) for r in records) == [(400, 0), (499, 0)]
+    ok = stack.client(key).audio.transcriptions.create(model="whisper", file=("a.wav", AUDIO))
+    assert ok.text
 
 
 def test_a_25_mib_upload_streams_through_without_being_held_twice(

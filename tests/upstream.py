@@ -143,6 +143,7 @@ class MockUpstream:
         self._requests: list[RecordedRequest] = []
         self._closed: dict[str, float] = {}
         self._finished: dict[str, float] = {}
+        self._started: dict[str, float] = {}
         self._gates: dict[str, threading.Event] = {}
         self._gate_by_test: dict[str, bool] = {}
         self._multipart: dict[str, dict[str, Any]] = {}
@@ -281,6 +282,16 @@ class MockUpstream:
                 return ts
             time.sleep(0.005)
 
+    def wait_started(self, key: str, timeout: float = 5.0) -> float | None:
+        """time.monotonic() at which a request for `key` began to arrive (headers in), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ts = self._started.get(key)
+            if ts is not None or time.monotonic() >= deadline:
+                return ts
+            time.sleep(0.002)
+
     def wait_finished(self, key: str, timeout: float = 5.0) -> float | None:
         """time.monotonic() at which the handler for `key` returned (its body then ends), or None."""
         deadline = time.monotonic() + timeout
@@ -334,6 +345,8 @@ class MockUpstream:
             return self._json(err, "", status=404)
         task = asyncio.current_task()
         assert task is not None
+        with self._lock:
+            self._started[request.headers.get("x-request-id", "")] = time.monotonic()
         self._tasks.add(task)
         try:
             return await self._handle(request)

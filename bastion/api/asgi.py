@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from bastion.errors import ApiError, invalid_request, request_too_large
+from bastion.errors import ApiError, ClientDisconnected, invalid_request, request_too_large
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,10 +21,6 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:=+/-]{1,128}")
 JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its request body was in."""
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

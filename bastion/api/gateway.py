@@ -169,6 +169,9 @@ class Gateway:
         except ApiError as error:
             outcome.status = error.status
             raise
+        except ClientDisconnected:
+            outcome.client_disconnected = True
+            raise
         finally:
             await self.admission.settle(ticket, outcome)
 

@@ -15,7 +15,7 @@ import aiohttp
 
 from bastion import __version__
 from bastion.config import ProviderConfig
-from bastion.errors import ApiError, upstream_error
+from bastion.errors import ApiError, ClientDisconnected, upstream_error
 from bastion.proxy.providers.base import Provider, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("bastion.upstream")
@@ -74,6 +74,9 @@ class HttpProvider(Provider):
         return _HttpResponse(response, self, request.public_model)
 
     def _failure(self, exc: BaseException, model: str, stage: str) -> ApiError:
+        client_side = _client_side_cause(exc)
+        if client_side is not None:  # the client's upload broke off or was malformed: not the upstream
+            raise client_side
         log.warning(
             "upstream failure provider=%s stage=%s model=%s error=%s: %s",
             self.name,
@@ -94,6 +97,16 @@ class HttpProvider(Provider):
         if isinstance(exc, aiohttp.ClientError):
             return upstream_error(f"The upstream for model '{model}' failed ({type(exc).__name__}).")
         raise exc
+
+
+def _client_side_cause(exc: BaseException) -> BaseException | None:
+    """aiohttp wraps what a streamed request body raised; find the client's own error under it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApiError | ClientDisconnected):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class _HttpResponse(UpstreamResponse):
