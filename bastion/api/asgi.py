@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from bastion.errors import ApiError, ClientDisconnected, invalid_request, request_too_large
@@ -49,16 +49,8 @@ def require_json_content_type(scope: Scope) -> None:
         )
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing anything over `limit` bytes before reading past it."""
-    declared = header(scope, b"content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise request_too_large(limit)
-        except ValueError:
-            raise invalid_request("Content-Length is not a number.") from None
-    chunks: list[bytes] = []
+async def body_chunks(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives; 413 past `limit` bytes, ClientDisconnected if the client goes."""
     size = 0
     while True:
         message = await receive()
@@ -69,9 +61,27 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise request_too_large(limit)
-            chunks.append(chunk)
+            yield chunk
         if not message.get("more_body", False):
-            break
+            return
+
+
+def declared_length(scope: Scope, limit: int) -> int | None:
+    """The Content-Length, refused at once when over `limit`."""
+    declared = header(scope, b"content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise invalid_request("Content-Length is not a number.")
+    if int(declared) > limit:
+        raise request_too_large(limit)
+    return int(declared)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing anything over `limit` bytes before reading past it."""
+    declared_length(scope, limit)
+    chunks = [chunk async for chunk in body_chunks(receive, limit)]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
 from bastion.api.upload import Upload
 from bastion.api.validation import require_model
-from bastion.auth import Authenticator
+from bastion.auth import Authenticator, Principal
 from bastion.billing import Admission, Outcome
 from bastion.billing.estimate import text_chars
 from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
@@ -125,12 +125,26 @@ class Gateway:
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
-        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint, len(raw))
+        async with self._admitted(principal, route, body, endpoint, len(raw), exchange) as outcome:
+            await self._forward(endpoint, route, raw, body, exchange, outcome)
+
+    @asynccontextmanager
+    async def _admitted(
+        self,
+        principal: Principal,
+        route: Route,
+        body: dict[str, Any],
+        endpoint: Endpoint,
+        size: int,
+        exchange: Exchange,
+    ) -> AsyncIterator[Outcome]:
+        """Admit (limits, credit) before the block; settle exactly once after it, however it ends."""
+        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint, size)
         exchange.headers += ticket.headers
         exchange.limited = True
         outcome = Outcome(status=502)
         try:
-            await self._forward(endpoint, route, raw, body, exchange, outcome)
+            yield outcome
         finally:
             await self.admission.settle(ticket, outcome)
 
@@ -144,12 +158,18 @@ class Gateway:
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
         form = upload.form
-        ticket = await self.admission.admit(
-            principal, route, form, exchange.request_id, endpoint, upload.size
-        )
-        exchange.headers += ticket.headers
-        exchange.limited = True
-        outcome = Outcome(status=502)
+        async with self._admitted(principal, route, form, endpoint, upload.size, exchange) as outcome:
+            await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
+
+    async def _forward_upload(
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        upload: Upload,
+        form: dict[str, str],
+        exchange: Exchange,
+        outcome: Outcome,
+    ) -> None:
         upstream_model = route.target.deployment.model
         request = UpstreamRequest(
             path=endpoint.upstream_path,
@@ -172,8 +192,6 @@ class Gateway:
         except ClientDisconnected:
             outcome.client_disconnected = True
             raise
-        finally:
-            await self.admission.settle(ticket, outcome)
 
     def _optional_model(self, body: dict[str, Any], endpoint: Endpoint) -> str:
         """Riva's TTS body names no model: Bastion's optional `model` field, else the first TTS model."""
@@ -217,7 +235,7 @@ class Gateway:
             if endpoint.model_in_body
             else without_model(raw, body),
             payload=body,
-            upstream_model=route.target.deployment.model,
+            upstream_model=upstream_model,
             stream=stream,
             request_id=exchange.request_id,
             public_model=route.model.id,

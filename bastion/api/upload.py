@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import IO
 
-from bastion.api.asgi import ClientDisconnected, Receive, Scope, header
-from bastion.errors import invalid_request, request_too_large
+from bastion.api.asgi import Receive, Scope, body_chunks, declared_length, header
+from bastion.errors import invalid_request
 from bastion.proxy.multipart import MultipartReader, PartHead, boundary_of
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -35,11 +35,9 @@ class Upload:
     @classmethod
     async def open(cls, scope: Scope, receive: Receive, limit: int) -> Upload:
         boundary = boundary_of(header(scope, b"content-type"))
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise request_too_large(limit)
-        size = int(declared) if declared is not None and declared.isdigit() else limit
-        upload = cls(MultipartReader(_body(receive, limit), boundary), boundary, size)
+        declared = declared_length(scope, limit)
+        size = declared if declared is not None else limit
+        upload = cls(MultipartReader(body_chunks(receive, limit), boundary), boundary, size)
         await upload._read_form()
         return upload
 
@@ -119,19 +117,3 @@ class Upload:
 
     def _part(self, head: PartHead, value: bytes) -> bytes:
         return b"--" + self.boundary + b"\r\n" + head.raw + b"\r\n\r\n" + value + b"\r\n"
-
-
-async def _body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise request_too_large(limit)
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
