@@ -136,6 +136,7 @@ def gateway_models_file(upstream: MockUpstream, blackhole_port: int) -> dict[str
         {"name": "refused", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeouts": fast},
         {"name": "blackhole", "base_url": f"http://127.0.0.1:{blackhole_port}/v1", "timeouts": fast},
         {"name": "local", "type": "mock"},
+        {"name": "paced", "type": "mock", "chunk_delay_ms": 100},
         {"name": "up-root", "base_url": f"http://127.0.0.1:{upstream.port}", "timeouts": {"read": 10}},
     ]
     price = {"input": 1, "output": 2, "image": 0.04, "audio_second": 0.001, "characters": 20, "request": 0.01}
@@ -162,6 +163,7 @@ def gateway_models_file(upstream: MockUpstream, blackhole_port: int) -> dict[str
         model("blackhole-model", "blackhole", "echo"),
         model("same-name", "up", "same-name"),
         model("mock-model", "local", "mock-upstream-name"),
+        model("paced", "paced", "paced"),
         model("bge-m3", "up", "bge-m3-upstream", "Embedding"),
         model("emb-fail", "up", "error500", "Embedding"),
         model("img", "up", "img-upstream", "Image"),

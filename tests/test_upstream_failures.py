@@ -8,7 +8,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import PROVIDER_KEY, Gateway
+from conftest import CLIENT_KEY, PROVIDER_KEY, Gateway
 from upstream import MockUpstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -156,13 +156,27 @@ def test_upstream_is_reused_after_failures(client: openai.OpenAI, upstream: Mock
 
 def test_the_gateway_log_holds_no_key_and_no_prompt(client: openai.OpenAI, gateway: Gateway) -> None:
     secret_prompt = "my-very-private-prompt-31337"
-    client.chat.completions.create(model="m-echo", messages=[{"role": "user", "content": secret_prompt}])
+    messages = [{"role": "user", "content": secret_prompt}]
+    client.chat.completions.create(
+        model="m-echo", messages=messages, extra_headers={"x-request-id": "log-ok"}
+    )
     with pytest.raises(openai.APIError):
         client.chat.completions.create(
-            model="m-error500", messages=[{"role": "user", "content": secret_prompt}]
+            model="m-error500", messages=messages, extra_headers={"x-request-id": "log-502"}
         )
+    lines = {}
+    deadline = time.monotonic() + 5
+    while set(lines) != {"log-ok", "log-502"} and time.monotonic() < deadline:
+        for line in gateway.log_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("logger") == "bastion.access" and entry.get("request_id") in ("log-ok", "log-502"):
+                lines[entry["request_id"]] = entry
+        time.sleep(0.02)
+    ok, failed = lines["log-ok"], lines["log-502"]
+    assert (ok["status"], ok["model"], ok["endpoint"], ok["upstream"]) == (200, "m-echo", "chat", "up")
+    assert ok["key"] == CLIENT_KEY[:12] and ok["prompt_tokens"] == 11 and ok["cost_usd"] == "$0.000017"
+    assert (failed["status"], failed["error"]) == (502, "upstream_error")
     log = gateway.log_text()
-    assert "upstream failure" in log  # the log is being written
     assert secret_prompt not in log
     assert PROVIDER_KEY not in log
-    assert "qbt_" not in log
+    assert CLIENT_KEY not in log

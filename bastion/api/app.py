@@ -6,9 +6,13 @@ sends the proxied routes straight to `Gateway.handle` so they pay for no per-rou
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,8 +25,16 @@ from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
 from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
+from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
-from bastion.errors import ApiError, internal_error, invalid_request, method_not_allowed, not_found
+from bastion.errors import (
+    ApiError,
+    internal_error,
+    invalid_request,
+    method_not_allowed,
+    not_found,
+    service_unavailable,
+)
 from bastion.proxy.providers import Provider, build_provider
 from bastion.proxy.routing import Router
 from bastion.services import Services
@@ -46,6 +58,7 @@ class BastionApp:
             name: build_provider(config) for name, config in catalog.providers.items()
         }
         self.services = Services(settings)
+        self.draining = False
         self.gateway = Gateway(
             Router(catalog, self.providers),
             authenticator=self.services.authenticator,
@@ -97,12 +110,43 @@ class BastionApp:
             )
 
     async def startup(self) -> None:
+        self._watch_for_sigterm()
         await self.services.start()
         for provider in self.providers.values():
             await provider.start()
         log.info(
             "bastion %s serving %d models from %s", __version__, len(self.catalog.models), self.catalog.source
         )
+
+    def _watch_for_sigterm(self) -> None:
+        """Mark the process as draining when SIGTERM arrives (then uvicorn's own handler runs)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.draining = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def readiness(self) -> list[str]:
+        """What keeps this process from serving: empty when ready."""
+        problems = ["shutting down"] if self.draining else []
+        checks = {"database": self.services.store.ping()}
+        live = self.services.live
+        if isinstance(live, RedisLive):
+            checks["redis"] = live.redis.ping()
+        for name, check in checks.items():
+            try:
+                async with asyncio.timeout(2):
+                    await check
+            except Exception as exc:
+                problems.append(f"{name} unreachable ({type(exc).__name__})")
+        if not all(p.started for p in self.providers.values()):
+            problems.append("upstream providers not started")
+        return problems
 
     async def shutdown(self) -> None:
         for provider in self.providers.values():
@@ -185,6 +229,14 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """The process is alive (no dependency is checked)."""
         return {"status": "ok"}
+
+    @web.get("/readyz", tags=["operations"], response_model=None)
+    async def readyz() -> dict[str, str] | Response:
+        """Ready to serve: database, Redis (when used) and upstream pools; 503 naming what is not."""
+        problems = await bastion.readiness()
+        if problems:
+            return _envelope(service_unavailable("Not ready: " + "; ".join(problems) + "."))
+        return {"status": "ready"}
 
     if bastion.settings.admin_token:
         web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token))

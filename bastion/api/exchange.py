@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 from bastion.api.asgi import RawHeaders, Receive, Scope, Send, send_bytes, send_error
 from bastion.auth import Principal
@@ -21,14 +23,23 @@ class Exchange:
 
     __slots__ = (
         "_watch",
+        "endpoint",
+        "error_code",
+        "first_byte_at",
         "headers",
         "limited",
+        "model",
         "principal",
         "receive",
+        "record",
         "request_id",
         "scope",
         "send",
+        "started",
+        "status",
         "streaming",
+        "upstream",
+        "upstream_seconds",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
@@ -41,6 +52,25 @@ class Exchange:
         self.principal: Principal | None = None  # set once the key is verified
         self.limited = False  # the rate-limit headers are in `headers`
         self._watch: DisconnectWatch | None = None
+        # For the access log, Server-Timing and metrics:
+        self.started = time.perf_counter()
+        self.status = 0
+        self.error_code: str | None = None
+        self.endpoint: str | None = None
+        self.model: str | None = None
+        self.upstream: str | None = None  # provider name
+        self.upstream_seconds = 0.0  # waiting on the upstream before answering
+        self.first_byte_at: float | None = None  # first streamed bytes written
+        self.record: Any = None  # the usage record settled for this request
+
+    def timing(self) -> tuple[bytes, bytes]:
+        """Server-Timing: Bastion's own time, and the upstream's for an answer that is not streamed."""
+        total = time.perf_counter() - self.started
+        gateway = max(total - self.upstream_seconds, 0.0)
+        value = f"gateway;dur={gateway * 1000:.2f}"
+        if self.upstream_seconds and not self.streaming:
+            value += f", upstream;dur={self.upstream_seconds * 1000:.1f}"
+        return (b"server-timing", value.encode())
 
     def watch_disconnect(self) -> DisconnectWatch:
         """From now until the answer is complete, a client hang-up cancels the current task."""
@@ -54,15 +84,19 @@ class Exchange:
 
     async def respond(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
         self._completing()
-        await send_bytes(self.send, status, body, [(b"content-type", content_type), *self.headers])
+        self.status = status
+        headers = [(b"content-type", content_type), *self.headers, self.timing()]
+        await send_bytes(self.send, status, body, headers)
 
     async def start_stream(self) -> None:
         self.streaming = True
-        await self.send(
-            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *self.headers]}
-        )
+        self.status = 200
+        headers = [*_SSE_HEADERS, *self.headers, self.timing()]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def write(self, data: bytes) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
@@ -71,11 +105,13 @@ class Exchange:
 
     async def fail(self, error: ApiError) -> None:
         """The error as an envelope, or as one closing `data: {"error": ...}` event once streaming."""
+        self.error_code = error.code
         if self.streaming:
             await self.end(error_event(error.body()))
         else:
             self._completing()
-            await send_error(self.send, error, self.headers)
+            self.status = error.status
+            await send_error(self.send, error, [*self.headers, self.timing()])
 
 
 class DisconnectWatch:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -31,7 +32,16 @@ from bastion.api.validation import require_model
 from bastion.auth import Authenticator, Principal
 from bastion.billing import Admission, Outcome
 from bastion.billing.estimate import text_chars
-from bastion.errors import ApiError, internal_error, invalid_request, model_not_found, upstream_error
+from bastion.errors import (
+    ApiError,
+    internal_error,
+    invalid_request,
+    model_not_found,
+    service_unavailable,
+    upstream_error,
+)
+from bastion.logs import ACCESS
+from bastion.money import format_usd
 from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
@@ -77,10 +87,12 @@ class Gateway:
             await self._add_limit_headers(exchange, error)
             await exchange.fail(error)
         except ClientDisconnected:
-            pass
+            exchange.status = 499
         except Exception:
             log.exception("internal error request_id=%s path=%s", exchange.request_id, exchange.scope["path"])
             await exchange.fail(internal_error())
+        finally:
+            log_access(exchange)
 
     async def _add_limit_headers(self, exchange: Exchange, error: ApiError) -> None:
         """Authenticated answers carry the rate-limit headers, even when they admitted nothing."""
@@ -95,6 +107,7 @@ class Gateway:
             log.warning("rate-limit headers unavailable request_id=%s", exchange.request_id, exc_info=True)
 
     async def _serve_models(self, model_id: str | None, exchange: Exchange) -> None:
+        exchange.endpoint = "models"
         principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
         exchange.principal = principal
         if model_id is None:
@@ -117,6 +130,7 @@ class Gateway:
         await exchange.respond(200, orjson.dumps(answer))
 
     async def _serve(self, endpoint: Endpoint, exchange: Exchange) -> None:
+        exchange.endpoint = endpoint.kind
         principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
         exchange.principal = principal
         raw, body = await self._parse_body(exchange)
@@ -125,6 +139,7 @@ class Gateway:
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
+        exchange.model, exchange.upstream = route.model.id, route.target.provider.name
         async with self._admitted(principal, route, body, endpoint, len(raw), exchange) as outcome:
             await self._forward(endpoint, route, raw, body, exchange, outcome)
 
@@ -146,10 +161,11 @@ class Gateway:
         try:
             yield outcome
         finally:
-            await self.admission.settle(ticket, outcome)
+            exchange.record = await self.admission.settle(ticket, outcome)
 
     async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:
         """The same path for a multipart upload, which goes upstream while it arrives."""
+        exchange.endpoint = endpoint.kind
         principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
         exchange.principal = principal
         upload = await Upload.open(exchange.scope, exchange.receive, self.max_upload_bytes)
@@ -157,6 +173,7 @@ class Gateway:
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
+        exchange.model, exchange.upstream = route.model.id, route.target.provider.name
         form = upload.form
         async with self._admitted(principal, route, form, endpoint, upload.size, exchange) as outcome:
             await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
@@ -243,7 +260,9 @@ class Gateway:
         watch = exchange.watch_disconnect()
         response: UpstreamResponse | None = None
         try:
+            sent = time.perf_counter()
             response = await route.target.provider.send(request)
+            exchange.upstream_seconds = time.perf_counter() - sent
             if stream:
                 await self._relay_stream(endpoint, route, response, exchange, outcome, ask_usage)
             else:
@@ -252,11 +271,13 @@ class Gateway:
             outcome.status = error.status
             raise
         except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            outcome.client_disconnected = True
             if response is not None:
                 response.abort()
+            if not watch.absorb():
+                # Not the client: the server's grace period for shutdown ran out.
+                await _end_for_shutdown(exchange, outcome)
+                raise
+            outcome.client_disconnected = True
         finally:
             watch.close()
 
@@ -270,14 +291,17 @@ class Gateway:
     ) -> None:
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
+        reading = time.perf_counter()
         if endpoint.answer == "audio" or (endpoint.answer == "json-or-text" and not _is_json(response)):
             # Audio, or a transcript as text/srt/vtt: the upstream's bytes and content type, as sent.
             data = await response.read()
+            exchange.upstream_seconds += time.perf_counter() - reading
             outcome.status = response.status
             content_type = response.headers.get("content-type", "application/octet-stream")
             await exchange.respond(response.status, data, content_type.encode("latin-1"))
             return
         answer, parsed = await read_json_answer(response, route)
+        exchange.upstream_seconds += time.perf_counter() - reading
         outcome.status = response.status
         outcome.usage = usage_of(parsed)
         outcome.text_chars = text_chars(answer)
@@ -323,3 +347,42 @@ class Gateway:
 
 def _is_json(response: UpstreamResponse) -> bool:
     return response.content_type == "application/json" or response.content_type.endswith("+json")
+
+
+async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:
+    """Shutdown's grace period is over: end a live stream with an error event, else answer 503."""
+    outcome.status = 503
+    try:
+        await exchange.fail(service_unavailable("Bastion is shutting down; retry the request."))
+    except Exception:  # the connection may already be gone
+        log.debug("could not tell the client about the shutdown", exc_info=True)
+
+
+def log_access(exchange: Exchange) -> None:
+    now = time.perf_counter()
+    principal, record = exchange.principal, exchange.record
+    fields: dict[str, Any] = {
+        "request_id": exchange.request_id,
+        "method": exchange.scope["method"],
+        "path": exchange.scope["path"],
+        "status": exchange.status,
+        "error": exchange.error_code,
+        "key": principal.key_prefix if principal else None,
+        "account": principal.account_id if principal else None,
+        "model": exchange.model,
+        "endpoint": exchange.endpoint,
+        "upstream": exchange.upstream,
+        "stream": exchange.streaming,
+        "latency_ms": round((now - exchange.started) * 1000, 2),
+        "upstream_ms": round(exchange.upstream_seconds * 1000, 2),
+    }
+    if exchange.first_byte_at is not None:
+        fields["ttft_ms"] = round((exchange.first_byte_at - exchange.started) * 1000, 2)
+    if record is not None:
+        fields.update(
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cost_usd=format_usd(record.cost_nano),
+            estimated=record.estimated,
+        )
+    ACCESS.info("request", extra=fields)

@@ -55,8 +55,8 @@ class Admission(Protocol):
         """Reserve what the request may cost, or raise ApiError (401 revoked, 402, 429)."""
         ...
 
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        """Charge what it did cost, release the rest, record the usage."""
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> Any:
+        """Charge what it did cost, release the rest, record the usage; returns the usage record."""
         ...
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:

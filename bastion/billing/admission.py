@@ -74,7 +74,7 @@ class CreditAdmission:
         now = await self.live.peek(principal.key_id, principal.rpm, principal.tpm)
         return ratelimit_headers(principal.rpm, principal.tpm, now)
 
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> UsageRow:
         meter: Meter = ticket.meter
         charge = meter.charge(ticket.route.model, ticket.metered, outcome)
         record = UsageRow(
@@ -95,6 +95,7 @@ class CreditAdmission:
         )
         tokens = charge.prompt_tokens + charge.completion_tokens
         await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)
+        return record
 
 
 def _refusal(result: AdmitResult, hold: Reservation, ratelimit: list[tuple[bytes, bytes]]) -> ApiError:

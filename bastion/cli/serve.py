@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from pathlib import Path
 
 from bastion.cli.output import fail
 from bastion.config import Catalog, ConfigError, Settings, load_catalog
 from bastion.db.engine import is_sqlite
+from bastion.logs import configure as configure_logs
+from bastion.logs import uvicorn_log_config
 
 DEMO_ACCOUNT = "demo"
 DEMO_CREDIT_NANO = 10 * 10**9
@@ -49,11 +50,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.demo:
         os.environ["BASTION_DEMO"] = "1"
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    if settings.log_level.lower() != "debug":
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logs(settings.log_level)
     if settings.workers > 1 and not settings.redis_url:
         return fail(
             f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
@@ -96,8 +93,10 @@ def serve_command(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # Bastion writes its own, one JSON line per request
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_level),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         server_header=False,
     )
     return 0

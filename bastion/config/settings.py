@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         26 * 1024 * 1024, ge=1024, description="Largest multipart upload (a 25 MiB audio file and its form)."
     )
     log_level: str = "info"
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may take to finish."
+    )
 
     database_url: str = Field(
         "sqlite+aiosqlite:///./bastion.db", description="postgresql://... or the embedded SQLite file."

@@ -58,6 +58,10 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(select(1))
+
     # ------------------------------------------------------------------ accounts
     async def create_account(self, name: str, credits_nano: int = 0, actor: str = "cli") -> AccountView:
         name = name.strip()

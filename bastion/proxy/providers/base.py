@@ -55,9 +55,11 @@ class Provider(ABC):
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.name = config.name
+        self.started = False
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Open pools; called once at application start."""
+        self.started = True
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Close pools; called once at application shutdown."""

@@ -33,6 +33,7 @@ class HttpProvider(Provider):
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        await super().start()
         timeouts = self.config.timeouts
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -43,6 +44,7 @@ class HttpProvider(Provider):
         )
 
     async def close(self) -> None:
+        self.started = False
         if self._session is not None:
             await self._session.close()
             self._session = None

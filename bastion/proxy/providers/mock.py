@@ -29,7 +29,9 @@ from bastion.proxy.providers.mock_text import WORD, answer_for, prompt_tokens
 
 class MockProvider(Provider):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        payload, model, rid, delay = request.payload, request.upstream_model, request.request_id, self._delay
+        # Like a real upstream, answer what is on the wire (with Bastion's additions), not the client's body.
+        payload = orjson.loads(request.body) if request.body else request.payload
+        model, rid, delay = request.upstream_model, request.request_id, self._delay
         if request.path == "/chat/completions":
             chat = _Completion(payload, model, rid)
             return _MockStream(chat.events(), delay) if request.stream else _json(chat.json())

@@ -1,0 +1,158 @@
+"""Operating Bastion: readiness, Server-Timing, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from conftest import Gateway, free_port
+from provision import drop_postgres_database
+from stacks import Stack, running_stack
+from upstream import MockUpstream
+
+from bastion.money import NANO_PER_USD
+
+HELLO = [{"role": "user", "content": "hi"}]
+TIMING = re.compile(r"gateway;dur=(\d+\.\d{2})(, upstream;dur=(\d+\.\d))?")
+
+
+def test_server_timing_splits_bastion_from_the_upstream(http: httpx.Client) -> None:
+    answer = http.post("/v1/chat/completions", json={"model": "m-echo", "messages": HELLO})
+    match = TIMING.fullmatch(answer.headers["server-timing"])
+    assert match is not None and match.group(3) is not None, answer.headers["server-timing"]
+    assert float(match.group(1)) < 1000 and float(match.group(3)) > 0
+    streamed = http.post("/v1/chat/completions", json={"model": "m-echo", "messages": HELLO, "stream": True})
+    match = TIMING.fullmatch(streamed.headers["server-timing"])
+    assert match is not None and match.group(3) is None  # a stream's upstream time is not over at the headers
+    refused = http.post("/v1/chat/completions", json={"model": "m-echo"})
+    assert refused.status_code == 400 and TIMING.fullmatch(refused.headers["server-timing"])
+
+
+def test_healthz_and_readyz_when_all_is_well(http: httpx.Client) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").json() == {"status": "ready"}
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+    yield url, server
+    server.kill()
+
+
+def test_readyz_names_what_is_down(
+    upstream: MockUpstream,
+    blackhole_port: int,
+    tmp_path: Path,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, redis_server = own_redis
+    stack = next(running_stack("shared", upstream, blackhole_port, tmp_path))
+    try:
+        stack.stop()
+        stack.redis_url = url
+        gateway = stack.start()
+        assert httpx.get(gateway.root + "/readyz").status_code == 200
+        redis_server.kill()
+        redis_server.wait()
+        down = httpx.get(gateway.root + "/readyz")
+        assert down.status_code == 503
+        error = down.json()["error"]
+        assert (error["code"], error["type"]) == ("service_unavailable", "server_error")
+        assert "redis unreachable" in error["message"] and "database" not in error["message"]
+        drop_postgres_database(stack.database)
+        both = httpx.get(gateway.root + "/readyz").json()["error"]["message"]
+        assert "redis unreachable" in both and "database unreachable" in both
+    finally:
+        stack.stop()
+        drop_postgres_database(stack.database)
+
+
+def _sse_events(response: httpx.Response) -> list[str]:
+    return [line for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_sigterm_lets_a_live_stream_finish_and_records_it(
+    upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    stack = next(running_stack("embedded", upstream, blackhole_port, tmp_path))
+    try:
+        account_id, _, key = stack.account(NANO_PER_USD)
+        gateway = stack.gateway
+        body = {
+            "model": "paced",
+            "messages": [{"role": "user", "content": "one two three four five six"}],
+            "stream": True,
+        }
+        with httpx.stream(
+            "POST",
+            gateway.base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            gateway.process.send_signal(signal.SIGTERM)  # mid-stream: 100 ms between chunks
+            rest = [line for line in lines if line.startswith("data:")]
+        chunks = [json.loads(e[6:]) for e in [first, *rest] if e != "data: [DONE]"]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text == "one two three four five six"
+        assert rest[-1] == "data: [DONE]"
+        assert gateway.process.wait(15) in (0, -signal.SIGTERM)
+        (record,) = stack.records(account_id)
+        assert record.status == 200 and record.completion_tokens == 6 and not record.estimated
+    finally:
+        stack.stop()
+
+
+def test_past_the_grace_period_a_stream_ends_with_an_error_event(
+    upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    workdir = tmp_path
+    stack: Stack = next(running_stack("embedded", upstream, blackhole_port, workdir))
+    try:
+        stack.stop()
+        gateway: Gateway = stack.start({"BASTION_SHUTDOWN_GRACE_SECONDS": "1"})
+        account_id, _, key = stack.account(NANO_PER_USD)
+        body = {"model": "m-slow", "messages": HELLO, "stream": True}
+        with httpx.stream(
+            "POST",
+            gateway.base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            lines = response.iter_lines()
+            next(line for line in lines if "tick" in line)
+            signalled = time.monotonic()
+            gateway.process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data:")]
+        ended = time.monotonic() - signalled
+        assert 0.8 < ended < 5, ended
+        assert '"code":"service_unavailable"' in rest[-1] and "shutting down" in rest[-1]
+        assert "[DONE]" not in "".join(rest)
+        assert gateway.process.wait(15) in (0, -signal.SIGTERM)
+        (record,) = stack.records(account_id)
+        assert record.status == 503 and record.estimated and record.cost_nano > 0
+    finally:
+        stack.stop()
