@@ -78,8 +78,9 @@ def upstream_error(message: str) -> ApiError:
     return ApiError(502, "upstream_error", "upstream_error", message)
 
 
-def service_unavailable(message: str) -> ApiError:
-    return ApiError(503, "service_unavailable", "server_error", message)
+def service_unavailable(message: str, retry_after: str | None = None) -> ApiError:
+    headers = {"retry-after": retry_after} if retry_after else None
+    return ApiError(503, "service_unavailable", "server_error", message, headers=headers)
 
 
 def internal_error() -> ApiError:

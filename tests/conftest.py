@@ -186,7 +186,12 @@ def gateway(
     database = sqlite_url(workdir)
     run(migrated(database))
     run(account_with_key(database, "proxy-tests", 10**18, CLIENT_KEY, rpm=1_000_000, tpm=100_000_000))
-    env = {"BASTION_MAX_BODY_BYTES": str(256 * 1024), "BASTION_DATABASE_URL": database}
+    # Breakers stay closed here: these tests hit failing upstreams on purpose, and expect their 502s.
+    env = {
+        "BASTION_MAX_BODY_BYTES": str(256 * 1024),
+        "BASTION_DATABASE_URL": database,
+        "BASTION_BREAKER_THRESHOLD": "1000000",
+    }
     server = start_gateway(config_path, workdir / "bastion.log", env)
     yield server
     stop_gateway(server)

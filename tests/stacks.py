@@ -50,7 +50,11 @@ class Stack:
         return self.gateways[0]
 
     def env(self) -> dict[str, str]:
-        env = {"BASTION_DATABASE_URL": self.database, "BASTION_LEDGER_FLUSH_SECONDS": "0.2"}
+        env = {
+            "BASTION_DATABASE_URL": self.database,
+            "BASTION_LEDGER_FLUSH_SECONDS": "0.2",
+            "BASTION_BREAKER_THRESHOLD": "1000000",
+        }
         if self.redis_url:
             env |= {"BASTION_REDIS_URL": self.redis_url, "BASTION_REDIS_PREFIX": self.redis_prefix}
         return env

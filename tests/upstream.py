@@ -138,7 +138,8 @@ class _Stream:
 class MockUpstream:
     """OpenAI-compatible mock upstream server. Use as a context manager or start()/stop()."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self._wanted_port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._closed: dict[str, float] = {}
@@ -190,7 +191,7 @@ class MockUpstream:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._wanted_port)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
 

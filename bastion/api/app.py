@@ -35,6 +35,7 @@ from bastion.errors import (
     not_found,
     service_unavailable,
 )
+from bastion.proxy.dispatch import Dispatcher
 from bastion.proxy.providers import Provider, build_provider
 from bastion.proxy.routing import Router
 from bastion.services import Services
@@ -65,6 +66,7 @@ class BastionApp:
             admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
             max_upload_bytes=settings.max_upload_bytes,
+            dispatcher=Dispatcher(settings.breaker_threshold, settings.breaker_cooldown_seconds),
         )
         self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.documented = [*self.endpoints, TRANSCRIPTION.path]

@@ -38,14 +38,14 @@ from bastion.errors import (
     invalid_request,
     model_not_found,
     service_unavailable,
-    upstream_error,
 )
 from bastion.logs import ACCESS
 from bastion.money import format_usd
 from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
+from bastion.proxy.dispatch import Dispatcher, Opened
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
-from bastion.proxy.routing import Route, Router
+from bastion.proxy.routing import Route, Router, Target
 
 log = logging.getLogger("bastion.gateway")
 
@@ -58,12 +58,14 @@ class Gateway:
         admission: Admission,
         max_body_bytes: int,
         max_upload_bytes: int,
+        dispatcher: Dispatcher,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
         self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.dispatcher = dispatcher
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve, endpoint)
@@ -187,22 +189,29 @@ class Gateway:
         exchange: Exchange,
         outcome: Outcome,
     ) -> None:
-        upstream_model = route.target.deployment.model
-        request = UpstreamRequest(
-            path=endpoint.upstream_path,
-            body=b"",
-            payload=form,
-            upstream_model=upstream_model,
-            stream=False,
-            request_id=exchange.request_id,
-            public_model=route.model.id,
-            upload=upload.body(upstream_model),
-            content_type=f"multipart/form-data; boundary={upload.boundary.decode('latin-1')}",
-        )
+        def build(target: Target) -> UpstreamRequest:
+            return UpstreamRequest(
+                path=endpoint.upstream_path,
+                body=b"",
+                payload=form,
+                upstream_model=target.deployment.model,
+                stream=False,
+                request_id=exchange.request_id,
+                public_model=route.model.id,
+                upload=upload.body(target.deployment.model),
+                content_type=f"multipart/form-data; boundary={upload.boundary.decode('latin-1')}",
+            )
+
         try:
-            # No hang-up watch here: the upload itself is what reads from the client.
-            response = await route.target.provider.send(request)
-            await self._relay_answer(endpoint, route, response, exchange, outcome)
+            # One deployment only: the upload can be sent once. No hang-up watch either: the upload
+            # itself is what reads from the client.
+            sent = time.perf_counter()
+            opened = await self.dispatcher.open(route, [route.target], build, stream=False)
+            exchange.upstream_seconds = time.perf_counter() - sent
+            try:
+                await self._relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
+            finally:
+                opened.release()
         except ApiError as error:
             outcome.status = error.status
             raise
@@ -245,34 +254,43 @@ class Gateway:
         stream = endpoint.streams and body.get("stream") is True
         # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
         ask_usage = stream and endpoint.asks_usage and not wants_stream_usage(body)
-        upstream_model = route.target.deployment.model
-        request = UpstreamRequest(
-            path=endpoint.upstream_path,
-            body=upstream_body(raw, body, upstream_model, ask_usage)
-            if endpoint.model_in_body
-            else without_model(raw, body),
-            payload=body,
-            upstream_model=upstream_model,
-            stream=stream,
-            request_id=exchange.request_id,
-            public_model=route.model.id,
-        )
+
+        def build(target: Target) -> UpstreamRequest:
+            upstream_model = target.deployment.model
+            wire = (
+                upstream_body(raw, body, upstream_model, ask_usage)
+                if endpoint.model_in_body
+                else without_model(raw, body)
+            )
+            return UpstreamRequest(
+                path=endpoint.upstream_path,
+                body=wire,
+                payload=body,
+                upstream_model=upstream_model,
+                stream=stream,
+                request_id=exchange.request_id,
+                public_model=route.model.id,
+            )
+
         watch = exchange.watch_disconnect()
-        response: UpstreamResponse | None = None
+        opened: Opened | None = None
         try:
             sent = time.perf_counter()
-            response = await route.target.provider.send(request)
+            opened = await self.dispatcher.open(route, self.router.candidates(route), build, stream)
             exchange.upstream_seconds = time.perf_counter() - sent
+            exchange.upstream = opened.route.target.provider.name
             if stream:
-                await self._relay_stream(endpoint, route, response, exchange, outcome, ask_usage)
+                await self._relay_stream(
+                    endpoint, opened.route, opened.response, exchange, outcome, ask_usage
+                )
             else:
-                await self._relay_answer(endpoint, route, response, exchange, outcome)
+                await self._relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
         except ApiError as error:
             outcome.status = error.status
             raise
         except asyncio.CancelledError:
-            if response is not None:
-                response.abort()
+            if opened is not None:
+                opened.response.abort()
             if not watch.absorb():
                 # Not the client: the server's grace period for shutdown ran out.
                 await _end_for_shutdown(exchange, outcome)
@@ -280,6 +298,8 @@ class Gateway:
             outcome.client_disconnected = True
         finally:
             watch.close()
+            if opened is not None:
+                opened.release()
 
     async def _relay_answer(
         self,
@@ -317,13 +337,6 @@ class Gateway:
         outcome: Outcome,
         hide_usage: bool,
     ) -> None:
-        if not 200 <= response.status < 300:
-            raise await read_error(response, route)
-        if response.content_type != "text/event-stream":
-            await response.read()
-            raise upstream_error(
-                f"The upstream for model '{route.model.id}' did not answer with an event stream."
-            )
         relay = StreamRelay(route, strip_usage_chunk=hide_usage, done_marker=endpoint.done_marker)
         await exchange.start_stream()
         outcome.status = 200

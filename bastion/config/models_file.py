@@ -66,6 +66,7 @@ class ProviderConfig(_Strict):
     timeouts: Timeouts = Timeouts()
     headers: dict[str, str] = {}
     max_connections: int = Field(256, ge=1, description="Pooled connections to this upstream.")
+    max_concurrency: int | None = Field(None, ge=1, description="Requests in flight at most; past it, 503.")
     chunk_delay_ms: float = Field(0.0, ge=0, description="mock only: pause between streamed chunks.")
 
     @field_validator("base_url")

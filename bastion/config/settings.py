@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, description="Bearer token of /admin/v1; unset: admin API off.")
     default_rpm: int = Field(600, ge=1, description="Requests per minute per key, unless the key says.")
     default_tpm: int = Field(1_000_000, ge=1, description="Tokens per minute per key, unless the key says.")
+    breaker_threshold: int = Field(
+        5, ge=1, description="Consecutive failures that open a deployment's breaker."
+    )
+    breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, description="How long an open breaker waits to probe."
+    )
     ledger_flush_seconds: float = Field(
         0.5, gt=0, description="Longest wait before usage records are written to the database."
     )

@@ -70,6 +70,11 @@ class _Choices:
             return self.targets[0]
         return self.targets[bisect_right(self.cumulative, random.random() * self.total)]
 
+    def after(self, first: Target) -> list[Target]:
+        """Every deployment to try, `first` first, then the others by decreasing weight."""
+        rest = sorted((t for t in self.targets if t is not first), key=lambda t: -t.deployment.weight)
+        return [first, *rest]
+
 
 class Router:
     def __init__(self, catalog: Catalog, providers: dict[str, Provider]) -> None:
@@ -102,6 +107,9 @@ class Router:
 
     def model_object(self, model_id: str) -> dict[str, object] | None:
         return self._objects_by_id.get(model_id)
+
+    def candidates(self, route: Route) -> list[Target]:
+        return self._choices[route.model.id].after(route.target)
 
     def first_serving(self, kind: str) -> str | None:
         return next((m.id for m in self.catalog.models.values() if m.serves(kind)), None)

@@ -1,0 +1,197 @@
+"""Opening an upstream answer, resiliently: retries, circuit breakers, per-provider concurrency caps.
+
+A request goes to its weighted choice of deployment first. If that fails before any byte has reached the
+client (no connection, a timeout, a 5xx, or a stream that stalls before its first chunk), the next
+healthy deployment is tried, up to 3; once the client has bytes, never. Each deployment has a circuit
+breaker: `BASTION_BREAKER_THRESHOLD` consecutive failures open it, and after
+`BASTION_BREAKER_COOLDOWN_SECONDS` one request probes it (half-open); with every deployment open, the
+answer is an immediate 503. A provider with `max_concurrency` takes no more requests in flight than that:
+past it the next deployment is tried, else 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from bastion.errors import ApiError, service_unavailable, upstream_error
+from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
+from bastion.proxy.relay import read_error
+from bastion.proxy.routing import Route, Target
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Breaker:
+    threshold: int
+    cooldown: float
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def state(self, now: float) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if now - self.opened_at >= self.cooldown else "open"
+
+    def admits(self, now: float) -> bool:
+        state = self.state(now)
+        return state == "closed" or (state == "half_open" and not self.probing)
+
+    def attempt(self, now: float) -> None:
+        if self.state(now) == "half_open":
+            self.probing = True
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = now
+
+
+@dataclass(slots=True)
+class Opened:
+    """An upstream answer ready to relay: which deployment gave it, and its first chunk if streamed."""
+
+    route: Route
+    response: UpstreamResponse
+    first_chunk: bytes | None = None
+    attempts: int = 1
+    release: Callable[[], None] = field(default=lambda: None)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 30.0,
+        on_event: Callable[[str, Target], None] | None = None,
+    ) -> None:
+        self.breaker_threshold = breaker_threshold
+        self.breaker_cooldown = breaker_cooldown
+        self._breakers: dict[int, Breaker] = {}
+        self._in_flight: dict[str, int] = {}
+        self._on_event = on_event or (lambda event, target: None)
+
+    def breaker(self, target: Target) -> Breaker:
+        breaker = self._breakers.get(id(target))
+        if breaker is None:
+            breaker = self._breakers[id(target)] = Breaker(self.breaker_threshold, self.breaker_cooldown)
+        return breaker
+
+    def in_flight(self, provider: str) -> int:
+        return self._in_flight.get(provider, 0)
+
+    async def open(
+        self,
+        route: Route,
+        candidates: list[Target],
+        build: Callable[[Target], UpstreamRequest],
+        stream: bool,
+    ) -> Opened:
+        """The first deployment that answers well, trying the next healthy one on a failure the client
+        cannot have seen yet."""
+        now = time.monotonic()
+        healthy = [t for t in candidates if self.breaker(t).admits(now)]
+        if not healthy:
+            message = f"Every upstream for model '{route.model.id}' is failing; retry shortly."
+            raise service_unavailable(message, retry_after=str(max(1, int(self.breaker_cooldown))))
+        last_error: ApiError | None = None
+        for attempt, target in enumerate(healthy[:MAX_ATTEMPTS], start=1):
+            try:
+                release = self._acquire(target, route)
+            except ApiError as saturated:  # this provider is full: another deployment may not be
+                last_error = saturated
+                continue
+            self.breaker(target).attempt(time.monotonic())
+            try:
+                opened = await self._try(Route(route.model, target), build(target), stream)
+            except ApiError as error:
+                release()
+                if error.status < 500 or error.code != "upstream_error":
+                    raise  # the upstream understood and refused: another deployment would too
+                self.breaker(target).failed(time.monotonic())
+                self._on_event("failure", target)
+                last_error = error
+                if attempt < min(len(healthy), MAX_ATTEMPTS):
+                    self._on_event("retry", target)
+                continue
+            except BaseException:
+                release()
+                raise
+            self.breaker(target).succeeded()
+            opened.attempts, opened.release = attempt, release
+            return opened
+        assert last_error is not None
+        raise last_error
+
+    async def _try(self, route: Route, request: UpstreamRequest, stream: bool) -> Opened:
+        response = await route.target.provider.send(request)
+        if not 200 <= response.status < 300:
+            raise await read_error(response, route)
+        if not stream:
+            return Opened(route, response)
+        if response.content_type != "text/event-stream":
+            await response.read()
+            raise upstream_error(
+                f"The upstream for model '{route.model.id}' did not answer with an event stream."
+            )
+        chunks = response.chunks()
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            response.abort()
+            raise
+        return Opened(route, _Resumed(response, first, chunks))
+
+    def _acquire(self, target: Target, route: Route) -> Callable[[], None]:
+        provider = target.provider
+        cap = provider.config.max_concurrency
+        current = self._in_flight.get(provider.name, 0)
+        if cap is not None and current >= cap:
+            self._on_event("saturated", target)
+            message = f"The upstream for model '{route.model.id}' is at its concurrency limit; retry shortly."
+            raise service_unavailable(message, retry_after="1")
+        self._in_flight[provider.name] = current + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight[provider.name] -= 1
+
+        return release
+
+
+class _Resumed(UpstreamResponse):
+    """A streamed answer whose first chunk was read to know the upstream really started."""
+
+    def __init__(self, inner: UpstreamResponse, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._inner, self._first, self._rest = inner, first, rest
+        self.status, self.content_type, self.headers = inner.status, inner.content_type, inner.headers
+
+    async def read(self) -> bytes:
+        return self._first + await self._inner.read()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._first:
+            yield self._first
+        async for chunk in self._rest:
+            yield chunk
+
+    def release(self) -> None:
+        self._inner.release()
+
+    async def finish(self) -> None:
+        await self._inner.finish()
+
+    def abort(self) -> None:
+        self._inner.abort()
