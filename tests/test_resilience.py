@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 from conftest import free_port
+from metrics_scrape import scrape, value
 from stacks import Stack, make_stack
 from upstream import MockUpstream
 
@@ -86,6 +87,10 @@ def test_a_5xx_before_any_byte_is_retried_on_the_next_deployment(
     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "echo: hi"
     assert answer.json()["model"] == "ha-500"
     assert _upstream_models(upstream, before) == ["error500", "echo"]
+    assert (
+        value(scrape(resilient.gateway.root), "bastion_upstream_events_total", provider="up", event="retry")
+        >= 1
+    )
 
 
 def test_a_stream_that_stalls_before_its_first_chunk_is_retried(
@@ -126,6 +131,7 @@ def test_the_breaker_opens_then_probes_then_closes(
     fast = _post(resilient, key, "recovering")
     assert fast.status_code == 503 and fast.json()["error"]["code"] == "service_unavailable"
     assert fast.headers["retry-after"] == "1" and time.monotonic() - started < 0.3
+    assert value(scrape(resilient.gateway.root), "bastion_breaker_open", deployment="late/echo") == 1
     with MockUpstream(port=late_port) as recovered:
         deadline = time.monotonic() + 5
         while (answer := _post(resilient, key, "recovering")).status_code == 503:
@@ -134,6 +140,7 @@ def test_the_breaker_opens_then_probes_then_closes(
         assert answer.status_code == 200  # the half-open probe succeeded: closed again
         assert [_post(resilient, key, "recovering").status_code for _ in range(3)] == [200, 200, 200]
         assert len(recovered.requests) == 4
+    assert value(scrape(resilient.gateway.root), "bastion_breaker_open", deployment="late/echo") == 0
 
 
 def test_a_provider_at_its_concurrency_cap_answers_503(resilient: Stack, upstream: MockUpstream) -> None:
@@ -150,6 +157,8 @@ def test_a_provider_at_its_concurrency_cap_answers_503(resilient: Stack, upstrea
         refused = _post(resilient, key, "capped")
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "concurrency limit" in refused.json()["error"]["message"]
+        samples = scrape(resilient.gateway.root)
+        assert value(samples, "bastion_upstream_events_total", provider="capped", event="saturated") == 1
         upstream.open_gate(gate)
         assert any("[DONE]" in line for line in lines)
     again = _post(resilient, key, "capped", stream=True, headers={"x-request-id": "capped-after"})

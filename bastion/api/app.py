@@ -7,6 +7,7 @@ sends the proxied routes straight to `Gateway.handle` so they pay for no per-rou
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 import threading
@@ -19,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion import __version__
+from bastion import __version__, metrics
 from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
@@ -66,7 +67,9 @@ class BastionApp:
             admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
             max_upload_bytes=settings.max_upload_bytes,
-            dispatcher=Dispatcher(settings.breaker_threshold, settings.breaker_cooldown_seconds),
+            dispatcher=Dispatcher(
+                settings.breaker_threshold, settings.breaker_cooldown_seconds, on_event=metrics.upstream_event
+            ),
         )
         self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.documented = [*self.endpoints, TRANSCRIPTION.path]
@@ -231,6 +234,19 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """The process is alive (no dependency is checked)."""
         return {"status": "ok"}
+
+    @web.get("/metrics", tags=["operations"], response_model=None)
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus metrics (every worker's). With BASTION_METRICS_TOKEN set, a bearer token is required."""
+        token = bastion.settings.metrics_token
+        if token and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+        ):
+            return _envelope(
+                ApiError(401, "invalid_api_key", "authentication_error", "Invalid metrics token.")
+            )
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @web.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> dict[str, str] | Response:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from bastion import metrics
 from bastion.api.asgi import RawHeaders, Receive, Scope, Send, send_bytes, send_error
 from bastion.auth import Principal
 from bastion.errors import ApiError
@@ -90,6 +91,7 @@ class Exchange:
 
     async def start_stream(self) -> None:
         self.streaming = True
+        metrics.OPEN_STREAMS.inc()
         self.status = 200
         headers = [*_SSE_HEADERS, *self.headers, self.timing()]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from bastion import metrics
 from bastion.api.asgi import (
     ClientDisconnected,
     Receive,
@@ -83,6 +84,7 @@ class Gateway:
         self, exchange: Exchange, work: Callable[[Any, Exchange], Awaitable[None]], arg: Any
     ) -> None:
         """One request: the work, and every failure as the envelope (or a closing stream event)."""
+        metrics.IN_FLIGHT.inc()
         try:
             await work(arg, exchange)
         except ApiError as error:
@@ -94,6 +96,10 @@ class Gateway:
             log.exception("internal error request_id=%s path=%s", exchange.request_id, exchange.scope["path"])
             await exchange.fail(internal_error())
         finally:
+            metrics.IN_FLIGHT.dec()
+            if exchange.streaming:
+                metrics.OPEN_STREAMS.dec()
+            metrics.observe(exchange, time.perf_counter())
             log_access(exchange)
 
     async def _add_limit_headers(self, exchange: Exchange, error: ApiError) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 
 from bastion.cli.output import fail
@@ -56,6 +57,10 @@ def serve_command(args: argparse.Namespace) -> int:
             f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
             " must be shared by every worker, and without Redis each worker would keep its own"
         )
+
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics here; /metrics, answered by any of them, adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
 
     from bastion.api.app import BastionApp, catalog_for
 

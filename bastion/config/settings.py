@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="redis://...; unset: in-process limits (one process).")
     redis_prefix: str = Field("bastion:", description="Prefix of every Redis key Bastion writes.")
     admin_token: str | None = Field(None, description="Bearer token of /admin/v1; unset: admin API off.")
+    metrics_token: str | None = Field(None, description="Bearer token of /metrics; unset: /metrics is open.")
     default_rpm: int = Field(600, ge=1, description="Requests per minute per key, unless the key says.")
     default_tpm: int = Field(1_000_000, ge=1, description="Tokens per minute per key, unless the key says.")
     breaker_threshold: int = Field(

@@ -70,13 +70,13 @@ class Dispatcher:
         self,
         breaker_threshold: int = 5,
         breaker_cooldown: float = 30.0,
-        on_event: Callable[[str, Target], None] | None = None,
+        on_event: Callable[[str, Target, bool], None] | None = None,
     ) -> None:
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown = breaker_cooldown
         self._breakers: dict[int, Breaker] = {}
         self._in_flight: dict[str, int] = {}
-        self._on_event = on_event or (lambda event, target: None)
+        self._on_event = on_event or (lambda event, target, breaker_open: None)
 
     def breaker(self, target: Target) -> Breaker:
         breaker = self._breakers.get(id(target))
@@ -115,16 +115,20 @@ class Dispatcher:
                 release()
                 if error.status < 500 or error.code != "upstream_error":
                     raise  # the upstream understood and refused: another deployment would too
-                self.breaker(target).failed(time.monotonic())
-                self._on_event("failure", target)
+                breaker = self.breaker(target)
+                breaker.failed(time.monotonic())
+                self._on_event("failure", target, breaker.opened_at is not None)
                 last_error = error
                 if attempt < min(len(healthy), MAX_ATTEMPTS):
-                    self._on_event("retry", target)
+                    self._on_event("retry", target, breaker.opened_at is not None)
                 continue
             except BaseException:
                 release()
                 raise
-            self.breaker(target).succeeded()
+            breaker = self.breaker(target)
+            if breaker.opened_at is not None:
+                self._on_event("recovered", target, False)
+            breaker.succeeded()
             opened.attempts, opened.release = attempt, release
             return opened
         assert last_error is not None
@@ -156,7 +160,7 @@ class Dispatcher:
         cap = provider.config.max_concurrency
         current = self._in_flight.get(provider.name, 0)
         if cap is not None and current >= cap:
-            self._on_event("saturated", target)
+            self._on_event("saturated", target, self.breaker(target).opened_at is not None)
             message = f"The upstream for model '{route.model.id}' is at its concurrency limit; retry shortly."
             raise service_unavailable(message, retry_after="1")
         self._in_flight[provider.name] = current + 1

@@ -1,0 +1,114 @@
+"""/metrics: the figures operators watch, exact after known traffic, and added up across workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from metrics_scrape import scrape, value
+from stacks import Stack, running_stack
+from upstream import MockUpstream
+
+from bastion.money import NANO_PER_USD
+
+HELLO = [{"role": "user", "content": "hi"}]
+TOKEN = "metrics-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def watched(
+    upstream: MockUpstream, blackhole_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = next(running_stack("embedded", upstream, blackhole_port, tmp_path_factory.mktemp("metrics")))
+    stack.stop()
+    stack.start({"BASTION_METRICS_TOKEN": TOKEN})
+    yield stack
+    stack.stop()
+
+
+def test_metrics_need_the_token_when_one_is_set(watched: Stack) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        refused = httpx.get(watched.gateway.root + "/metrics", headers=headers)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_request_token_money_and_latency_figures(watched: Stack) -> None:
+    _, _, key = watched.account(NANO_PER_USD, rpm=5)
+    client = watched.client(key)
+    before = scrape(watched.gateway.root, TOKEN)
+    for _ in range(3):
+        client.chat.completions.create(model="m-echo", messages=HELLO)
+    list(client.chat.completions.create(model="m-echo", messages=HELLO, stream=True))
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m-echo", messages=[])
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="m-error500", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):  # the 6th admitted in the minute (the 400 admits nothing)
+        client.chat.completions.create(model="m-echo", messages=HELLO)
+    _, _, broke = watched.account(1)
+    with pytest.raises(openai.APIStatusError):
+        watched.client(broke).chat.completions.create(model="m-echo", messages=HELLO)
+    after = scrape(watched.gateway.root, TOKEN)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"route": "chat", "model": "m-echo", "status": "200", "code": ""}
+    assert delta("bastion_requests_total", **ok) == 4
+    assert delta("bastion_requests_total", route="chat", model="", status="400", code="invalid_request") == 1
+    assert (
+        delta("bastion_requests_total", route="chat", model="m-error500", status="502", code="upstream_error")
+        == 1
+    )
+    assert delta("bastion_refused_total", reason="rate_limited") == 1
+    assert delta("bastion_refused_total", reason="insufficient_funds") == 1
+    assert delta("bastion_tokens_total", model="m-echo", kind="prompt") == 4 * 11
+    assert delta("bastion_tokens_total", model="m-echo", kind="completion") == 4 * 3
+    assert delta("bastion_charged_usd_total", model="m-echo") == pytest.approx(4 * 0.000017)
+    assert delta("bastion_upstream_seconds_count", provider="up", model="m-echo") == 4
+    assert delta("bastion_time_to_first_token_seconds_count", model="m-echo") == 1
+    assert delta("bastion_gateway_overhead_seconds_count", route="chat") == 8
+    assert delta("bastion_upstream_events_total", provider="up", event="failure") == 1
+    assert value(after, "bastion_in_flight_requests") == 0
+    assert value(after, "bastion_open_streams") == 0
+
+
+def test_two_workers_add_their_figures_up(
+    upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    stack = next(running_stack("shared", upstream, blackhole_port, tmp_path))
+    try:
+        stack.stop()
+        gateway = stack.start({"BASTION_WORKERS": "2"})
+        _, _, key = stack.account(NANO_PER_USD)
+        before = value(
+            scrape(gateway.root),
+            "bastion_requests_total",
+            route="chat",
+            model="m-echo",
+            status="200",
+            code="",
+        )
+        for _ in range(20):  # fresh connections: the kernel spreads them over both workers
+            assert (
+                httpx.post(
+                    gateway.base_url + "/chat/completions",
+                    json={"model": "m-echo", "messages": HELLO},
+                    headers={"Authorization": f"Bearer {key}", "Connection": "close"},
+                ).status_code
+                == 200
+            )
+        for _ in range(4):  # whichever worker answers, the totals are everyone's
+            samples = scrape(gateway.root)
+            total = value(
+                samples, "bastion_requests_total", route="chat", model="m-echo", status="200", code=""
+            )
+            assert total - before == 20
+    finally:
+        stack.stop()
+        from provision import drop_postgres_database
+
+        drop_postgres_database(stack.database)
