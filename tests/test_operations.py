@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +158,92 @@ def test_past_the_grace_period_a_stream_ends_with_an_error_event(
         assert record.status == 503 and record.estimated and record.cost_nano > 0
     finally:
         stack.stop()
+
+
+def test_https_with_a_key_and_certificate(
+    upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    stack = next(running_stack("embedded", upstream, blackhole_port, tmp_path))
+    try:
+        stack.stop()
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bastion",
+                "serve",
+                "--port",
+                str(port),
+                "--config",
+                str(stack.config_path),
+                "--ssl-keyfile",
+                str(key),
+                "--ssl-certfile",
+                str(cert),
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+            | stack.env()
+            | {"BASTION_TEST_UPSTREAM_KEY": "x"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _, _, api_key = stack.account(NANO_PER_USD)
+            deadline = time.monotonic() + 20
+            with httpx.Client(verify=str(cert), base_url=f"https://127.0.0.1:{port}") as tls:
+                while True:
+                    try:
+                        tls.get("/healthz")
+                        break
+                    except httpx.TransportError:
+                        assert time.monotonic() < deadline and process.poll() is None
+                        time.sleep(0.05)
+                answer = tls.post(
+                    "/v1/chat/completions",
+                    json={"model": "m-echo", "messages": HELLO},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                )
+                assert answer.status_code == 200 and answer.json()["model"] == "m-echo"
+            with pytest.raises(httpx.TransportError):  # plain HTTP is not served on the TLS port
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).raise_for_status()
+        finally:
+            process.terminate()
+            process.wait(10)
+    finally:
+        stack.stop()
+
+
+def test_https_needs_both_files(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", "--demo", "--ssl-keyfile", "k.pem"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+    )
+    assert result.returncode == 2 and "needs both --ssl-keyfile and --ssl-certfile" in result.stderr

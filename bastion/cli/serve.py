@@ -33,6 +33,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="built-in demo: mock models, a demo account and key (embedded database)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error (BASTION_LOG_LEVEL)")
+    serve.add_argument("--ssl-keyfile", help="serve HTTPS with this key (BASTION_SSL_KEYFILE)")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (BASTION_SSL_CERTFILE)")
     serve.set_defaults(run=serve_command)
 
     config = commands.add_parser("config", help="models-file tools")
@@ -44,7 +46,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def serve_command(args: argparse.Namespace) -> int:
     # Worker processes read their settings from the environment: put the flags there.
-    for flag in ("host", "port", "workers", "config", "log_level"):
+    for flag in ("host", "port", "workers", "config", "log_level", "ssl_keyfile", "ssl_certfile"):
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"BASTION_{flag.upper()}"] = str(value)
@@ -52,6 +54,8 @@ def serve_command(args: argparse.Namespace) -> int:
         os.environ["BASTION_DEMO"] = "1"
     settings = Settings()
     configure_logs(settings.log_level)
+    if (settings.ssl_keyfile is None) != (settings.ssl_certfile is None):
+        return fail("HTTPS needs both --ssl-keyfile and --ssl-certfile")
     if settings.workers > 1 and not settings.redis_url:
         return fail(
             f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
@@ -102,6 +106,8 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         server_header=False,
     )
     return 0

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    ssl_keyfile: Path | None = Field(None, description="Serve HTTPS with this private key (PEM).")
+    ssl_certfile: Path | None = Field(None, description="Serve HTTPS with this certificate chain (PEM).")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest JSON request body accepted.")
     max_upload_bytes: int = Field(
         26 * 1024 * 1024, ge=1024, description="Largest multipart upload (a 25 MiB audio file and its form)."
