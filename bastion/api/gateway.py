@@ -10,12 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 
 from bastion import metrics
+from bastion.api.access import log_access
+from bastion.api.answers import relay_answer, relay_stream
 from bastion.api.asgi import (
     ClientDisconnected,
     Receive,
@@ -32,7 +34,6 @@ from bastion.api.upload import Upload
 from bastion.api.validation import require_model
 from bastion.auth import Authenticator, Principal
 from bastion.billing import Admission, Outcome
-from bastion.billing.estimate import text_chars
 from bastion.errors import (
     ApiError,
     internal_error,
@@ -40,12 +41,9 @@ from bastion.errors import (
     model_not_found,
     service_unavailable,
 )
-from bastion.logs import ACCESS
-from bastion.money import format_usd
 from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
 from bastion.proxy.dispatch import Dispatcher, Opened
-from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
-from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
+from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.routing import Route, Router, Target
 
 log = logging.getLogger("bastion.gateway")
@@ -215,7 +213,7 @@ class Gateway:
             opened = await self.dispatcher.open(route, [route.target], build, stream=False)
             exchange.upstream_seconds = time.perf_counter() - sent
             try:
-                await self._relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
+                await relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
             finally:
                 opened.release()
         except ApiError as error:
@@ -286,11 +284,9 @@ class Gateway:
             exchange.upstream_seconds = time.perf_counter() - sent
             exchange.upstream = opened.route.target.provider.name
             if stream:
-                await self._relay_stream(
-                    endpoint, opened.route, opened.response, exchange, outcome, ask_usage
-                )
+                await relay_stream(endpoint, opened.route, opened.response, exchange, outcome, ask_usage)
             else:
-                await self._relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
+                await relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
         except ApiError as error:
             outcome.status = error.status
             raise
@@ -307,66 +303,6 @@ class Gateway:
             if opened is not None:
                 opened.release()
 
-    async def _relay_answer(
-        self,
-        endpoint: Endpoint,
-        route: Route,
-        response: UpstreamResponse,
-        exchange: Exchange,
-        outcome: Outcome,
-    ) -> None:
-        if not 200 <= response.status < 300:
-            raise await read_error(response, route)
-        reading = time.perf_counter()
-        if endpoint.answer == "audio" or (endpoint.answer == "json-or-text" and not _is_json(response)):
-            # Audio, or a transcript as text/srt/vtt: the upstream's bytes and content type, as sent.
-            data = await response.read()
-            exchange.upstream_seconds += time.perf_counter() - reading
-            outcome.status = response.status
-            content_type = response.headers.get("content-type", "application/octet-stream")
-            await exchange.respond(response.status, data, content_type.encode("latin-1"))
-            return
-        answer, parsed = await read_json_answer(response, route)
-        exchange.upstream_seconds += time.perf_counter() - reading
-        outcome.status = response.status
-        outcome.usage = usage_of(parsed)
-        outcome.text_chars = text_chars(answer)
-        outcome.answer = parsed
-        await exchange.respond(response.status, answer)
-
-    async def _relay_stream(
-        self,
-        endpoint: Endpoint,
-        route: Route,
-        response: UpstreamResponse,
-        exchange: Exchange,
-        outcome: Outcome,
-        hide_usage: bool,
-    ) -> None:
-        relay = StreamRelay(route, strip_usage_chunk=hide_usage, done_marker=endpoint.done_marker)
-        await exchange.start_stream()
-        outcome.status = 200
-        try:
-            async with aclosing(response.chunks()) as chunks:
-                async for data in chunks:
-                    out = relay.feed(data)
-                    if out:
-                        await exchange.write(out)
-                    if relay.done:
-                        break
-            await exchange.end(relay.finish())
-            await response.finish()
-        except ApiError as error:
-            outcome.status = error.status
-            await exchange.fail(error)
-        finally:
-            outcome.usage = relay.usage
-            outcome.text_chars = relay.text_chars
-
-
-def _is_json(response: UpstreamResponse) -> bool:
-    return response.content_type == "application/json" or response.content_type.endswith("+json")
-
 
 async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:
     """Shutdown's grace period is over: end a live stream with an error event, else answer 503."""
@@ -375,33 +311,3 @@ async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:
         await exchange.fail(service_unavailable("Bastion is shutting down; retry the request."))
     except Exception:  # the connection may already be gone
         log.debug("could not tell the client about the shutdown", exc_info=True)
-
-
-def log_access(exchange: Exchange) -> None:
-    now = time.perf_counter()
-    principal, record = exchange.principal, exchange.record
-    fields: dict[str, Any] = {
-        "request_id": exchange.request_id,
-        "method": exchange.scope["method"],
-        "path": exchange.scope["path"],
-        "status": exchange.status,
-        "error": exchange.error_code,
-        "key": principal.key_prefix if principal else None,
-        "account": principal.account_id if principal else None,
-        "model": exchange.model,
-        "endpoint": exchange.endpoint,
-        "upstream": exchange.upstream,
-        "stream": exchange.streaming,
-        "latency_ms": round((now - exchange.started) * 1000, 2),
-        "upstream_ms": round(exchange.upstream_seconds * 1000, 2),
-    }
-    if exchange.first_byte_at is not None:
-        fields["ttft_ms"] = round((exchange.first_byte_at - exchange.started) * 1000, 2)
-    if record is not None:
-        fields.update(
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            cost_usd=format_usd(record.cost_nano),
-            estimated=record.estimated,
-        )
-    ACCESS.info("request", extra=fields)
