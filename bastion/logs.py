@@ -18,11 +18,21 @@ ACCESS = logging.getLogger("bastion.access")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+def timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    whole = int(created)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((created - whole) * 1000):03d}Z"
+
+
+_second: list[Any] = [-1, ""]
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -33,16 +43,57 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class AccessHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access log's handler. Once configured, `write_access` writes each line straight to its stream
+    (one dict, one orjson call, one write), skipping the LogRecord and formatter: logging's generic
+    path cost more than the rest of the access line's work, on every request."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        global _access_handler
+        _access_handler = self
+
+    def write_line(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        line = {"ts": timestamp(now), "level": "info", "logger": ACCESS.name, "msg": "request", **fields}
+        text = orjson.dumps(line, default=str).decode() + "\n"
+        self.acquire()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "access line", "name": ACCESS.name}))
+        finally:
+            self.release()
+
+
+_access_handler: AccessHandler | None = None
+
+
+def write_access(fields: dict[str, Any]) -> None:
+    """One access line: through the AccessHandler's fast path when logging is Bastion's own JSON setup,
+    else through logging like any other line (an embedding application's handlers)."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    handler = _access_handler
+    if handler is not None and ACCESS.handlers == [handler]:
+        handler.write_line(fields)
+    else:
+        ACCESS.info("request", extra=fields)
+
+
 def uvicorn_log_config(level: str) -> dict[str, Any]:
     """uvicorn's own loggers, and Bastion's, as JSON lines on stderr."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    access = {"class": f"{__name__}.AccessHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"default": handler},
+        "handlers": {"default": handler, "access": access},
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
+            ACCESS.name: {"handlers": ["access"], "propagate": False},
             "uvicorn": {"level": level.upper()},
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"level": "WARNING"},

@@ -166,15 +166,21 @@ async def _measure(app: BastionApp, key: str) -> None:
     event.listen(
         app.services.store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
     )
-    client = app.services.live.redis  # type: ignore[attr-defined]
+    # Every command either Redis client sends: the hot path's channel, and redis-py (none expected).
+    live = app.services.live
     commands: list[str] = []
-    execute = client.execute_command
+    call, execute = live.channel.call, live.redis.execute_command  # type: ignore[attr-defined]
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        commands.append(str(args[0]))
+    async def counted_call(command: tuple[Any, ...]) -> Any:
+        commands.append(str(command[0]))
+        return await call(command)
+
+    async def counted_execute(*args: Any, **kwargs: Any) -> Any:
+        commands.append(f"redis-py {args[0]}")
         return await execute(*args, **kwargs)
 
-    client.execute_command = counted
+    live.channel.call = counted_call  # type: ignore[attr-defined]
+    live.redis.execute_command = counted_execute  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://bastion/v1", headers=headers) as http:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bastion.api.exchange import Exchange
-from bastion.logs import ACCESS
+from bastion.logs import write_access
 from bastion.money import format_usd
 
 
@@ -37,4 +37,4 @@ def log_access(exchange: Exchange) -> None:
             cost_usd=format_usd(record.cost_nano),
             estimated=record.estimated,
         )
-    ACCESS.info("request", extra=fields)
+    write_access(fields)

@@ -9,7 +9,6 @@ from contextlib import aclosing
 from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
 from bastion.billing import Outcome
-from bastion.billing.estimate import text_chars
 from bastion.errors import ApiError
 from bastion.proxy.providers import UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
@@ -38,7 +37,7 @@ async def relay_answer(
     exchange.upstream_seconds += time.perf_counter() - reading
     outcome.status = response.status
     outcome.usage = usage_of(parsed)
-    outcome.text_chars = text_chars(answer)
+    outcome.answer_body = answer
     outcome.answer = parsed
     await exchange.respond(response.status, answer)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bastion.auth import Principal
+from bastion.billing.estimate import text_chars
 from bastion.proxy.routing import Route
 
 
@@ -15,9 +16,16 @@ class Outcome:
 
     status: int
     usage: dict[str, Any] | None = None
-    text_chars: int = 0  # generated text seen, for the estimate when the upstream reports no usage
+    text_chars: int = 0  # generated text streamed, for the estimate when the upstream reports no usage
     client_disconnected: bool = False
     answer: dict[str, Any] | None = None  # the parsed JSON answer, for meters that count in it
+    answer_body: bytes | None = None  # the JSON answer's bytes: its text is counted only if needed
+
+    def generated_chars(self) -> int:
+        """Characters of generated text (content, reasoning, tool arguments) the client received."""
+        if self.answer_body is not None:
+            return self.text_chars + text_chars(self.answer_body)
+        return self.text_chars
 
 
 @dataclass(slots=True)

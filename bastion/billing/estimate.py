@@ -19,8 +19,10 @@ import orjson
 CHARS_PER_TOKEN = 4
 PER_MESSAGE_TOKENS = 4
 PER_MEDIA_PART_TOKENS = 1000
+# The string body is matched as "unrolled" runs of plain characters: ~4x faster than one character
+# (or escape) per repetition on long generated text.
 _TEXT_FIELD = re.compile(
-    rb'"(?:content|reasoning_content|reasoning|text|arguments|delta)"\s*:\s*"((?:[^"\\]|\\.)*)"'
+    rb'"(?:content|reasoning_content|reasoning|text|arguments|delta)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"'
 )
 
 
@@ -79,7 +81,7 @@ def output_cap(
 
 def text_chars(payload: bytes) -> int:
     """Characters of generated text in one JSON answer or chunk (escapes counted as written)."""
-    return sum(len(m.group(1)) for m in _TEXT_FIELD.finditer(payload))
+    return sum(map(len, _TEXT_FIELD.findall(payload)))
 
 
 def completion_tokens_from_chars(chars: int) -> int:

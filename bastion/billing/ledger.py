@@ -97,10 +97,17 @@ class RedisLedger(LedgerWriter):
         await super().start()
 
     async def _step(self) -> None:
+        started = asyncio.get_running_loop().time()
         await self._claim_abandoned()
         # Our own unacknowledged entries first (a write that failed), then new ones.
-        if not await self._consume("0", block=None):
-            await self._consume(">", block=int(self.flush_seconds * 1000))
+        written = await self._consume("0", block=None)
+        if not written:
+            written = await self._consume(">", block=int(self.flush_seconds * 1000))
+        if written < BATCH:
+            # Caught up: wait out the interval, so a busy gateway writes one batch per interval instead
+            # of a transaction (and five Redis commands) for every few records.
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, self.flush_seconds - elapsed))
 
     async def flush(self) -> int:
         written = 0

@@ -18,11 +18,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
+from bastion.billing.channel import RedisChannel, Script
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
@@ -90,15 +90,19 @@ class LiveState(ABC):
 
 
 class RedisLive(LiveState):
+    """The scripts run on `channel` (the hot path's pipelined connection); `redis` (redis-py) serves the
+    rest: the ledger stream, the shared key cache, revocation markers, readiness."""
+
     def __init__(self, url: str, prefix: str) -> None:
         self.redis = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        self.channel = RedisChannel(url)
         self.prefix = prefix
         self.stream = f"{prefix}ledger"
         scripts = resources.files("bastion.billing")
         buckets = scripts.joinpath("buckets.lua").read_text()
 
-        def script(name: str, prelude: str = buckets) -> Any:
-            return self.redis.register_script(prelude + scripts.joinpath(name).read_text())
+        def script(name: str, prelude: str = buckets) -> Script:
+            return Script.of(prelude + scripts.joinpath(name).read_text())
 
         self._admit = script("admit.lua")
         self._settle = script("settle.lua")
@@ -108,9 +112,10 @@ class RedisLive(LiveState):
     async def start(self) -> None:
         await self.redis.ping()
         for script in (self._admit, self._settle, self._load, self._peek):
-            script.sha = await self.redis.script_load(script.script)
+            await self.channel.call(("SCRIPT", "LOAD", script.source))
 
     async def close(self) -> None:
+        await self.channel.close()
         await self.redis.aclose()
 
     def _keys(self, hold: Reservation) -> list[str]:
@@ -120,20 +125,20 @@ class RedisLive(LiveState):
     async def admit(self, hold: Reservation, rpm: int) -> AdmitResult:
         keys = [*self._keys(hold), f"{self.prefix}revoked:{hold.key_id}"]
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
-        return AdmitResult(*(int(v) for v in await self._admit(keys=keys, args=args)))
+        return AdmitResult(*await self.channel.evalsha(self._admit, keys, args))
 
     async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
-        answer = await self._peek(keys=[f"{self.prefix}bucket:{key_id}"], args=[rpm, tpm])
-        return AdmitResult(*(int(v) for v in answer))
+        answer = await self.channel.evalsha(self._peek, [f"{self.prefix}bucket:{key_id}"], [rpm, tpm])
+        return AdmitResult(*answer)
 
     async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
         keys = [*self._keys(hold), self.stream]
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_usage(record)]
-        return int(await self._settle(keys=keys, args=args))
+        return int(await self.channel.evalsha(self._settle, keys, args))
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
         keys = [f"{self.prefix}account:{account_id}"]
-        await self._load(keys=keys, args=[state.credits_nano, state.version, state.usage_nano])
+        await self.channel.evalsha(self._load, keys, [state.credits_nano, state.version, state.usage_nano])
 
     async def revoke(self, key_id: str) -> None:
         await self.redis.set(f"{self.prefix}revoked:{key_id}", b"1")

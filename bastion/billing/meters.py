@@ -55,7 +55,7 @@ class Meter(ABC):
 
 def _failed_silently(outcome: Outcome) -> bool:
     """The upstream failed before producing anything: nothing to charge."""
-    return outcome.status >= 400 and outcome.text_chars == 0 and not outcome.client_disconnected
+    return outcome.status >= 400 and outcome.generated_chars() == 0 and not outcome.client_disconnected
 
 
 class TokenMeter(Meter):
@@ -91,7 +91,7 @@ class TokenMeter(Meter):
             return prompt, completion if isinstance(completion, int) else 0, False
         if _failed_silently(outcome):
             return 0, 0, False
-        return hold.prompt_estimate, est.completion_tokens_from_chars(outcome.text_chars), True
+        return hold.prompt_estimate, est.completion_tokens_from_chars(outcome.generated_chars()), True
 
 
 class ImageMeter(Meter):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 
 from sqlalchemy import func, or_, select, update
@@ -32,6 +32,8 @@ from bastion.db.views import (
     as_utc,
     key_view,
 )
+
+_USAGE_FIELDS = tuple(field.name for field in fields(UsageRow))
 
 
 class StoreError(ValueError):
@@ -217,7 +219,7 @@ class Store:
     # --------------------------------------------------------------------- usage
     async def record_usage(self, rows: Iterable[UsageRow]) -> int:
         """Insert usage records and charge them, atomically; already-recorded request ids are skipped."""
-        values = [asdict(row) for row in rows]
+        values = [{name: getattr(row, name) for name in _USAGE_FIELDS} for row in rows]
         if not values:
             return 0
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert

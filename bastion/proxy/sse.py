@@ -17,8 +17,9 @@ class SSEFramer:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes from the upstream; return the events they complete, in order."""
+    def feed_block(self, data: bytes) -> bytes:
+        """Add bytes from the upstream; return the whole events they complete as one block (LF line
+        ends, ending with a blank line), or b"" while the first of them is still incomplete."""
         buffer = self._buffer + data if self._buffer else data
         held = b""
         if b"\r" in buffer:
@@ -26,18 +27,29 @@ class SSEFramer:
                 # A trailing CR may be the first half of CRLF: decide when the next byte comes.
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n\n" not in buffer:
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
             self._buffer = buffer + held
-            return []
-        parts = buffer.split(b"\n\n")
-        self._buffer = parts.pop() + held
-        return [part.strip(b"\n") for part in parts if part.strip(b"\n")]
+            return b""
+        self._buffer = buffer[end + 2 :] + held
+        return buffer[: end + 2]
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add bytes from the upstream; return the events they complete, in order."""
+        return split_events(self.feed_block(data))
 
     def finish(self) -> list[bytes]:
         """The event left unterminated at the upstream's close, if any: some omit the last blank line."""
         rest = self._buffer.replace(b"\r", b"\n").strip(b"\n")
         self._buffer = b""
         return [rest] if rest else []
+
+
+def split_events(block: bytes) -> list[bytes]:
+    """The events of a block (each without its blank separator line)."""
+    if not block:
+        return []
+    return [part.strip(b"\n") for part in block.split(b"\n\n") if part.strip(b"\n")]
 
 
 def event_data(event: bytes) -> bytes | None:
