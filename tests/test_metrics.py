@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from metrics_scrape import scrape, value
 from stacks import Stack, running_stack
 from upstream import MockUpstream
 
+from bastion.metrics import FLUSH_SECONDS
 from bastion.money import NANO_PER_USD
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -101,14 +103,54 @@ def test_two_workers_add_their_figures_up(
                 ).status_code
                 == 200
             )
-        for _ in range(4):  # whichever worker answers, the totals are everyone's
+
+        def total() -> float:
             samples = scrape(gateway.root)
-            total = value(
+            return value(
                 samples, "bastion_requests_total", route="chat", model="m-echo", status="200", code=""
             )
-            assert total - before == 20
+
+        # Each worker moves its tallies into the shared files every second (metrics.FLUSH_SECONDS).
+        deadline = time.monotonic() + 10 * FLUSH_SECONDS
+        seen = total()
+        while seen - before < 20 and time.monotonic() < deadline:
+            assert seen - before <= 20
+            time.sleep(0.05)
+            seen = total()
+        assert seen - before == 20
+        for _ in range(4):  # whichever worker answers, the totals are everyone's
+            assert total() - before == 20
     finally:
         stack.stop()
         from provision import drop_postgres_database
 
         drop_postgres_database(stack.database)
+
+
+def test_tallies_land_in_the_buckets_prometheus_would_use() -> None:
+    """observe() tallies locally and flush() adds them up: a value on a bound counts in that bucket."""
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    from bastion import metrics
+
+    def bucket(le: str) -> float:
+        sample = REGISTRY.get_sample_value(
+            "bastion_gateway_overhead_seconds_bucket", {"route": "unit", "le": le}
+        )
+        return sample or 0.0
+
+    before = {le: bucket(le) for le in ("0.00025", "0.0005", "0.001", "+Inf")}
+    for overhead in (0.0005, 0.0006, 0.2):
+        exchange = SimpleNamespace(
+            endpoint="unit", model="m", status=200, error_code=None, upstream=None,
+            upstream_seconds=0.0, started=0.0, first_byte_at=None, record=None,
+        )  # fmt: skip
+        metrics.observe(exchange, now=overhead)
+    assert bucket("0.0005") == before["0.0005"]  # nothing is visible before the flush
+    metrics.flush()
+    assert bucket("0.00025") - before["0.00025"] == 0
+    assert bucket("0.0005") - before["0.0005"] == 1  # le is "less than or equal"
+    assert bucket("0.001") - before["0.001"] == 2
+    assert bucket("+Inf") - before["+Inf"] == 3

@@ -61,6 +61,7 @@ class BastionApp:
         }
         self.services = Services(settings)
         self.draining = False
+        self._metrics_flush: asyncio.Task[None] | None = None
         self.gateway = Gateway(
             Router(catalog, self.providers),
             authenticator=self.services.authenticator,
@@ -119,6 +120,7 @@ class BastionApp:
         await self.services.start()
         for provider in self.providers.values():
             await provider.start()
+        self._metrics_flush = asyncio.create_task(metrics.flush_every(), name="bastion-metrics")
         log.info(
             "bastion %s serving %d models from %s", __version__, len(self.catalog.models), self.catalog.source
         )
@@ -154,6 +156,9 @@ class BastionApp:
         return problems
 
     async def shutdown(self) -> None:
+        if self._metrics_flush is not None:
+            self._metrics_flush.cancel()
+            await asyncio.gather(self._metrics_flush, return_exceptions=True)
         for provider in self.providers.values():
             await provider.close()
         await self.services.close()

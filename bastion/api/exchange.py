@@ -91,7 +91,7 @@ class Exchange:
 
     async def start_stream(self) -> None:
         self.streaming = True
-        metrics.OPEN_STREAMS.inc()
+        metrics.live.open_streams += 1
         self.status = 200
         headers = [*_SSE_HEADERS, *self.headers, self.timing()]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -82,7 +82,7 @@ class Gateway:
         self, exchange: Exchange, work: Callable[[Any, Exchange], Awaitable[None]], arg: Any
     ) -> None:
         """One request: the work, and every failure as the envelope (or a closing stream event)."""
-        metrics.IN_FLIGHT.inc()
+        metrics.live.in_flight += 1
         try:
             await work(arg, exchange)
         except ApiError as error:
@@ -94,9 +94,9 @@ class Gateway:
             log.exception("internal error request_id=%s path=%s", exchange.request_id, exchange.scope["path"])
             await exchange.fail(internal_error())
         finally:
-            metrics.IN_FLIGHT.dec()
+            metrics.live.in_flight -= 1
             if exchange.streaming:
-                metrics.OPEN_STREAMS.dec()
+                metrics.live.open_streams -= 1
             metrics.observe(exchange, time.perf_counter())
             log_access(exchange)
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -34,6 +34,21 @@ from bastion.db.views import (
 )
 
 _USAGE_FIELDS = tuple(field.name for field in fields(UsageRow))
+_POSTGRES_ARRAY_TYPES = {
+    "prompt_tokens": "integer[]",
+    "completion_tokens": "integer[]",
+    "cost_nano": "bigint[]",
+    "status": "integer[]",
+    "latency_ms": "integer[]",
+    "estimated": "boolean[]",
+    "created_at": "timestamptz[]",
+    "quantity": "bigint[]",
+}
+_INSERT_UNNESTED = text(
+    f"INSERT INTO usage_records ({', '.join(_USAGE_FIELDS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {_POSTGRES_ARRAY_TYPES.get(name, 'text[]')})" for name in _USAGE_FIELDS)
+    + ") ON CONFLICT (request_id) DO NOTHING RETURNING account_id, cost_nano"
+)
 
 
 class StoreError(ValueError):
@@ -219,18 +234,24 @@ class Store:
     # --------------------------------------------------------------------- usage
     async def record_usage(self, rows: Iterable[UsageRow]) -> int:
         """Insert usage records and charge them, atomically; already-recorded request ids are skipped."""
-        values = [{name: getattr(row, name) for name in _USAGE_FIELDS} for row in rows]
-        if not values:
+        rows = list(rows)
+        if not rows:
             return 0
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = (
-            insert(UsageRecord)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(UsageRecord.account_id, UsageRecord.cost_nano)
-        )
         charged: dict[str, int] = defaultdict(int)
         async with self._sessions.begin() as session:
-            inserted = (await session.execute(statement, values)).all()
+            if self.engine.dialect.name == "postgresql":
+                # One statement whatever the batch size: a column array per field, unnested server-side
+                # (executemany cost ~30 us of parameter processing per record).
+                columns = {name: [getattr(row, name) for row in rows] for name in _USAGE_FIELDS}
+                inserted = (await session.execute(_INSERT_UNNESTED, columns)).all()
+            else:
+                values = [{name: getattr(row, name) for name in _USAGE_FIELDS} for row in rows]
+                statement = (
+                    sqlite.insert(UsageRecord)
+                    .on_conflict_do_nothing(index_elements=["request_id"])
+                    .returning(UsageRecord.account_id, UsageRecord.cost_nano)
+                )
+                inserted = (await session.execute(statement, values)).all()
             for row in inserted:
                 charged[row.account_id] += row.cost_nano
             for account_id, cost in charged.items():

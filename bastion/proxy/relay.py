@@ -102,6 +102,22 @@ def _reports_usage(data: bytes) -> bool:
     return mentions > 0 and mentions != len(_NULL_USAGE.findall(data))
 
 
+def _first_notable_event(block: bytes) -> int:
+    """Where, in a block of whole events, the first event needing a look of its own starts (`[DONE]`, or
+    a usage figure): everything before it is relayed as one piece. len(block) if there is none."""
+    first = block.find(DONE)
+    at = block.find(b'"usage"')
+    while at >= 0 and (first < 0 or at < first):
+        if not _NULL_USAGE.match(block, at):
+            first = at
+            break
+        at = block.find(b'"usage"', at + 7)
+    if first < 0:
+        return len(block)
+    previous_end = block.rfind(b"\n\n", 0, first)
+    return 0 if previous_end < 0 else previous_end + 2
+
+
 def usage_of(answer: Any) -> dict[str, Any] | None:
     """`usage` of an answer or chunk, or of the `response` a Responses API event carries."""
     if not isinstance(answer, dict):
@@ -144,10 +160,13 @@ class StreamRelay:
         block = self._framer.feed_block(data)
         if not block or self.done:
             return b""
-        if DONE in block or _reports_usage(block):
+        cut = _first_notable_event(block)
+        if cut == 0:
             return self._emit(split_events(block))
-        self.text_chars += text_chars(block)
-        return self._restore(block)
+        head = block[:cut] if cut < len(block) else block
+        self.text_chars += text_chars(head)
+        out = self._restore(head)
+        return out if cut == len(block) else out + self._emit(split_events(block[cut:]))
 
     def finish(self) -> bytes:
         """What to send once the upstream ended cleanly: any last event, then [DONE] if it was missing."""

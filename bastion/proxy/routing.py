@@ -22,17 +22,23 @@ class ModelNameRestorer:
     so generated text that merely mentions the name is never touched.
     """
 
-    __slots__ = ("_pattern", "_public", "identity")
+    __slots__ = ("_compact", "_compact_public", "_pattern", "_public", "identity")
 
     def __init__(self, upstream_name: str, public_id: str) -> None:
         self.identity = upstream_name == public_id
         encoded = orjson.dumps(upstream_name)[1:-1]
         self._pattern = re.compile(rb'("model"\s*:\s*)"' + re.escape(encoded) + rb'"')
         self._public = orjson.dumps(public_id)
+        # Servers write `"model":"name"` without spaces: a plain replace does those, the regex the rest.
+        self._compact = b'"model":"' + encoded + b'"'
+        self._compact_public = b'"model":' + self._public
 
     def __call__(self, data: bytes) -> bytes:
         if self.identity or b'"model"' not in data:
             return data
+        pieces = data.split(self._compact)  # split + join: twice as fast as bytes.replace here
+        if data.count(b'"model"') == len(pieces) - 1:
+            return self._compact_public.join(pieces) if len(pieces) > 1 else data
         return self._pattern.sub(self._replace, data)
 
     def count(self, data: bytes) -> tuple[bytes, int]:
@@ -58,12 +64,13 @@ class Route:
 
 
 class _Choices:
-    __slots__ = ("cumulative", "targets", "total")
+    __slots__ = ("_orders", "cumulative", "targets", "total")
 
     def __init__(self, targets: list[Target]) -> None:
         self.targets = [t for t in targets if t.deployment.weight > 0]
         self.cumulative = list(accumulate(t.deployment.weight for t in self.targets))
         self.total = self.cumulative[-1]
+        self._orders = {id(first): self._order(first) for first in self.targets}
 
     def pick(self) -> Target:
         if len(self.targets) == 1:
@@ -72,6 +79,10 @@ class _Choices:
 
     def after(self, first: Target) -> list[Target]:
         """Every deployment to try, `first` first, then the others by decreasing weight."""
+        order = self._orders.get(id(first))
+        return order if order is not None else self._order(first)
+
+    def _order(self, first: Target) -> list[Target]:
         rest = sorted((t for t in self.targets if t is not first), key=lambda t: -t.deployment.weight)
         return [first, *rest]
 
