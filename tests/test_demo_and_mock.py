@@ -180,9 +180,9 @@ async def test_provider_pools_open_at_startup_and_close_at_shutdown(tmp_path: Pa
     settings = Settings(config=config, database_url=sqlite_url(tmp_path))
     app = BastionApp(settings, catalog_for(settings))
     provider = app.providers["up"]
-    assert isinstance(provider, HttpProvider) and provider._session is None
+    assert isinstance(provider, HttpProvider) and provider._pool is None
     await app.startup()
-    session = provider._session
-    assert session is not None and not session.closed
+    pool = provider._pool
+    assert pool is not None and not pool.closed
     await app.shutdown()
-    assert session.closed and provider._session is None
+    assert pool.closed and provider._pool is None
