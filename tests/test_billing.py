@@ -8,6 +8,7 @@ Test prices (tests/conftest.py): $1 per 1M input tokens, $2 per 1M output tokens
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -178,7 +179,8 @@ def test_no_overspend_with_50_concurrent_requests(stack: Stack, upstream: MockUp
     reached = [r for r in upstream.requests if r.key.startswith(prefix)]
     assert len(reached) == served
     records = stack.wait_records(account_id, served)
-    assert sorted(r.request_id for r in records) == sorted(r.key for r in reached)
+    assert sorted(r.client_request_id for r in records) == sorted(r.key for r in reached)  # type: ignore[type-var]
+    assert len({r.request_id for r in records}) == served
     final = stack.balance(account_id)
     assert final >= 0
     assert final == balance - ONE_REQUEST * served
@@ -197,15 +199,33 @@ def test_json_answer_is_billed_exactly(stack: Stack) -> None:
         model="m-echo", messages=HELLO, extra_headers={"x-request-id": f"j-{key_id}"}
     )
     (record,) = stack.wait_records(account_id, 1)
-    assert (record.request_id, record.key_id, record.model, record.endpoint) == (
+    assert (record.client_request_id, record.key_id, record.model, record.endpoint) == (
         f"j-{key_id}",
         key_id,
         "m-echo",
         "chat",
     )
+    assert record.request_id.startswith("req_")  # the ledger's own id
     assert (record.prompt_tokens, record.completion_tokens, record.cost_nano) == (11, 3, ONE_REQUEST)
     assert (record.status, record.estimated) == (200, False)
     assert stack.balance(account_id) == USD - ONE_REQUEST
+
+
+def test_a_reused_request_id_is_billed_for_every_request(stack: Stack) -> None:
+    """The client's x-request-id is echoed, never the ledger's key: repeating it cannot skip a charge."""
+    account_id, _, key = stack.account(USD)
+    client = stack.client(key)
+    for stream in (False, False, True):
+        answer = client.chat.completions.with_raw_response.create(
+            model="m-echo", messages=HELLO, stream=stream, extra_headers={"x-request-id": "same-id"}
+        )
+        assert answer.headers["x-request-id"] == "same-id"
+        if stream:
+            list(answer.parse())
+    records = stack.wait_records(account_id, 3)
+    assert [r.client_request_id for r in records] == ["same-id"] * 3
+    assert len({r.request_id for r in records}) == 3
+    assert stack.balance(account_id) == USD - 3 * ONE_REQUEST
 
 
 @pytest.mark.parametrize("client_asks", [False, True])
@@ -381,3 +401,18 @@ def test_keys_create_json_prints_the_key_once(stack: Stack, tmp_path: Path) -> N
     listed = stack.bastion("keys", "list", account_id, "--json").stdout
     assert data["key"] not in listed and data["prefix"] in listed
     assert stack.client(data["key"]).models.list().data
+
+
+def test_key_limits_past_32_bits_are_stored_and_enforced(stack: Stack) -> None:
+    """A tokens-per-minute limit past 2^31 (big batch keys) is a BIGINT on both databases."""
+    account_id, _, _ = stack.account(USD)
+    created = stack.bastion(
+        "keys", "create", account_id, "--name", "big", "--rpm", "3000000000", "--tpm", "5000000000", "--json"
+    )
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    listed = json.loads(stack.bastion("keys", "list", account_id, "--json").stdout)
+    assert [(k["rpm"], k["tpm"]) for k in listed if k["name"] == "big"] == [(3_000_000_000, 5_000_000_000)]
+    answer = stack.client(key).chat.completions.with_raw_response.create(model="m-echo", messages=HELLO)
+    assert answer.headers["x-ratelimit-limit-tokens"] == "5000000000"
+    assert answer.headers["x-ratelimit-limit-requests"] == "3000000000"

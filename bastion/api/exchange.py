@@ -7,7 +7,16 @@ import time
 from typing import Any
 
 from bastion import metrics
-from bastion.api.asgi import RawHeaders, Receive, Scope, Send, send_bytes, send_error
+from bastion.api.asgi import (
+    RawHeaders,
+    Receive,
+    Scope,
+    Send,
+    client_request_id,
+    new_request_id,
+    send_bytes,
+    send_error,
+)
 from bastion.auth import Principal
 from bastion.errors import ApiError
 from bastion.proxy.sse import error_event
@@ -24,6 +33,7 @@ class Exchange:
 
     __slots__ = (
         "_watch",
+        "client_request_id",
         "endpoint",
         "error_code",
         "first_byte_at",
@@ -33,6 +43,7 @@ class Exchange:
         "principal",
         "receive",
         "record",
+        "record_id",
         "request_id",
         "scope",
         "send",
@@ -43,11 +54,15 @@ class Exchange:
         "upstream_seconds",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
-        self.request_id = request_id
+        # The id the client sees (its own x-request-id if it sent one), and the usage record's: always
+        # Bastion's own, so a client reusing its ids cannot make two requests share one record.
+        self.client_request_id = client_request_id(scope)
+        self.record_id = new_request_id()
+        request_id = self.request_id = self.client_request_id or self.record_id
         self.headers: RawHeaders = [(b"x-request-id", request_id.encode("ascii"))]
         self.streaming = False
         self.principal: Principal | None = None  # set once the key is verified

@@ -25,7 +25,6 @@ from bastion.api.asgi import (
     Send,
     header,
     read_body,
-    request_id_for,
     require_json_content_type,
 )
 from bastion.api.endpoints import Endpoint
@@ -67,16 +66,16 @@ class Gateway:
         self.dispatcher = dispatcher
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve, endpoint)
+        await self._run(Exchange(scope, receive, send), self._serve, endpoint)
 
     async def handle_upload(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve_upload, endpoint)
+        await self._run(Exchange(scope, receive, send), self._serve_upload, endpoint)
 
     async def handle_models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
-        await self._run(Exchange(scope, receive, send, request_id_for(scope)), self._serve_models, model_id)
+        await self._run(Exchange(scope, receive, send), self._serve_models, model_id)
 
     async def reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
-        await Exchange(scope, receive, send, request_id_for(scope)).fail(error)
+        await Exchange(scope, receive, send).fail(error)
 
     async def _run(
         self, exchange: Exchange, work: Callable[[Any, Exchange], Awaitable[None]], arg: Any
@@ -160,7 +159,9 @@ class Gateway:
         exchange: Exchange,
     ) -> AsyncIterator[Outcome]:
         """Admit (limits, credit) before the block; settle exactly once after it, however it ends."""
-        ticket = await self.admission.admit(principal, route, body, exchange.request_id, endpoint, size)
+        ticket = await self.admission.admit(
+            principal, route, body, exchange.record_id, endpoint, size, exchange.client_request_id
+        )
         exchange.headers += ticket.headers
         exchange.limited = True
         outcome = Outcome(status=502)

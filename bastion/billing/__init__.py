@@ -41,6 +41,7 @@ class Ticket:
     metered: Any = None  # the meter's worst case, for settlement
     meter: Any = None
     started: float = 0.0
+    client_request_id: str | None = None
 
 
 class Metered(Protocol):
@@ -59,8 +60,10 @@ class Admission(Protocol):
         request_id: str,
         endpoint: Metered,
         size: int,
+        client_request_id: str | None = None,
     ) -> Ticket:
-        """Reserve what the request may cost, or raise ApiError (401 revoked, 402, 429)."""
+        """Reserve what the request may cost, or raise ApiError (401 revoked, 402, 429). `request_id` is
+        unique to this request (the usage record's); `client_request_id` the client's own, if any."""
         ...
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> Any:

@@ -44,6 +44,7 @@ class CreditAdmission:
         request_id: str,
         endpoint: Metered,
         size: int,
+        client_request_id: str | None = None,
     ) -> Ticket:
         metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
         hold = reservation(
@@ -67,6 +68,7 @@ class CreditAdmission:
             metered,
             endpoint.meter,
             time.monotonic(),
+            client_request_id,
         )
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
@@ -92,6 +94,7 @@ class CreditAdmission:
             created_at=datetime.now(UTC),
             quantity=charge.quantity,
             unit=charge.unit,
+            client_request_id=ticket.client_request_id,
         )
         tokens = charge.prompt_tokens + charge.completion_tokens
         await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)

@@ -64,11 +64,12 @@ class RedisChannel:
             await self.call(("SCRIPT", "LOAD", script.source))
             return await self.call(command)
 
-    async def call(self, command: tuple[Arg, ...]) -> Any:
+    async def call(self, command: tuple[Arg, ...], patience: float | None = None) -> Any:
+        """One command's reply; `patience` (seconds, default `timeout`) for a command that blocks."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await protocol.send(hiredis.pack_command(command), self.timeout)
+        return await protocol.send(hiredis.pack_command(command), patience or self.timeout)
 
     async def close(self) -> None:
         if self._protocol is not None:

@@ -16,13 +16,12 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 
-import orjson
 import redis.asyncio as aioredis
 
 from bastion.billing.channel import RedisChannel, Script
+from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
@@ -94,6 +93,7 @@ class RedisLive(LiveState):
     rest: the ledger stream, the shared key cache, revocation markers, readiness."""
 
     def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
         self.redis = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
         self.channel = RedisChannel(url)
         self.prefix = prefix
@@ -133,7 +133,7 @@ class RedisLive(LiveState):
 
     async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
         keys = [*self._keys(hold), self.stream]
-        args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_usage(record)]
+        args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
         return int(await self.channel.evalsha(self._settle, keys, args))
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
@@ -269,13 +269,3 @@ class MemoryLive(LiveState):
 
     async def revoke(self, key_id: str) -> None:
         self._revoked.add(key_id)
-
-
-def encode_usage(record: UsageRow) -> bytes:
-    return orjson.dumps(record)
-
-
-def decode_usage(data: bytes) -> UsageRow:
-    fields = orjson.loads(data)
-    fields["created_at"] = datetime.fromisoformat(fields["created_at"])
-    return UsageRow(**fields)

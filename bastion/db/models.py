@@ -49,8 +49,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(20))  # shown in listings and logs: "qbt_AbCd1234"
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole key
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -86,3 +86,5 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     quantity: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The ledger's `request_id` is always Bastion's own (unique); a client's x-request-id is kept here.
+    client_request_id: Mapped[str | None] = mapped_column(String(160), nullable=True)

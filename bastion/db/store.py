@@ -8,18 +8,16 @@ is skipped, so a redelivered batch never charges twice.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
 from bastion.db.engine import create_engine, session_factory
+from bastion.db.ledger_sql import PostgresBatches, encode_row, insert_and_charge_sqlite
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageRecord, utcnow
 from bastion.db.views import (
     AccountView,
@@ -31,23 +29,6 @@ from bastion.db.views import (
     account_view,
     as_utc,
     key_view,
-)
-
-_USAGE_FIELDS = tuple(field.name for field in fields(UsageRow))
-_POSTGRES_ARRAY_TYPES = {
-    "prompt_tokens": "integer[]",
-    "completion_tokens": "integer[]",
-    "cost_nano": "bigint[]",
-    "status": "integer[]",
-    "latency_ms": "integer[]",
-    "estimated": "boolean[]",
-    "created_at": "timestamptz[]",
-    "quantity": "bigint[]",
-}
-_INSERT_UNNESTED = text(
-    f"INSERT INTO usage_records ({', '.join(_USAGE_FIELDS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {_POSTGRES_ARRAY_TYPES.get(name, 'text[]')})" for name in _USAGE_FIELDS)
-    + ") ON CONFLICT (request_id) DO NOTHING RETURNING account_id, cost_nano"
 )
 
 
@@ -67,12 +48,15 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
+        self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
 
     @classmethod
     def from_url(cls, url: str) -> Store:
         return cls(create_engine(url))
 
     async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -234,33 +218,16 @@ class Store:
     # --------------------------------------------------------------------- usage
     async def record_usage(self, rows: Iterable[UsageRow]) -> int:
         """Insert usage records and charge them, atomically; already-recorded request ids are skipped."""
-        rows = list(rows)
-        if not rows:
+        return await self.record_usage_json([encode_row(row) for row in rows])
+
+    async def record_usage_json(self, records: list[bytes]) -> int:
+        """The same for records as the JSON objects the ledger stream carries; returns how many were new."""
+        if not records:
             return 0
-        charged: dict[str, int] = defaultdict(int)
-        async with self._sessions.begin() as session:
-            if self.engine.dialect.name == "postgresql":
-                # One statement whatever the batch size: a column array per field, unnested server-side
-                # (executemany cost ~30 us of parameter processing per record).
-                columns = {name: [getattr(row, name) for row in rows] for name in _USAGE_FIELDS}
-                inserted = (await session.execute(_INSERT_UNNESTED, columns)).all()
-            else:
-                values = [{name: getattr(row, name) for name in _USAGE_FIELDS} for row in rows]
-                statement = (
-                    sqlite.insert(UsageRecord)
-                    .on_conflict_do_nothing(index_elements=["request_id"])
-                    .returning(UsageRecord.account_id, UsageRecord.cost_nano)
-                )
-                inserted = (await session.execute(statement, values)).all()
-            for row in inserted:
-                charged[row.account_id] += row.cost_nano
-            for account_id, cost in charged.items():
-                await session.execute(
-                    update(Account)
-                    .where(Account.id == account_id)
-                    .values(balance_nano=Account.balance_nano - cost)
-                )
-        return len(inserted)
+        if self._batches is not None:
+            return await self._batches.write(records)
+        async with self.engine.begin() as connection:
+            return await insert_and_charge_sqlite(connection, records)
 
     async def usage(
         self,

@@ -89,6 +89,7 @@ class UsageRow:
     created_at: datetime
     quantity: int = 0  # images, audio milliseconds, characters: for meters that do not count tokens
     unit: str | None = None
+    client_request_id: str | None = None  # the client's own x-request-id, when it sent one
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}
