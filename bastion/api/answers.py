@@ -51,7 +51,7 @@ async def relay_stream(
     hide_usage: bool,
 ) -> None:
     relay = StreamRelay(route, strip_usage_chunk=hide_usage, done_marker=endpoint.done_marker)
-    await exchange.start_stream()
+    exchange.start_stream()
     outcome.status = 200
     try:
         async with aclosing(response.chunks()) as chunks:

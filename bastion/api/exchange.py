@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
 from bastion import metrics
 from bastion.api.asgi import (
+    Message,
     RawHeaders,
     Receive,
     Scope,
@@ -32,6 +34,7 @@ class Exchange:
     """The answer to one request: a JSON body, or an event stream that can still end in an error event."""
 
     __slots__ = (
+        "_head",
         "_watch",
         "client_request_id",
         "endpoint",
@@ -65,6 +68,7 @@ class Exchange:
         request_id = self.request_id = self.client_request_id or self.record_id
         self.headers: RawHeaders = [(b"x-request-id", request_id.encode("ascii"))]
         self.streaming = False
+        self._head: Message | None = None  # an event stream's head, until its first bytes go with it
         self.principal: Principal | None = None  # set once the key is verified
         self.limited = False  # the rate-limit headers are in `headers`
         self._watch: DisconnectWatch | None = None
@@ -104,21 +108,44 @@ class Exchange:
         headers = [(b"content-type", content_type), *self.headers, self.timing()]
         await send_bytes(self.send, status, body, headers)
 
-    async def start_stream(self) -> None:
+    def start_stream(self) -> None:
+        """The answer is an event stream: its head leaves with the first bytes written."""
         self.streaming = True
         metrics.live.open_streams += 1
         self.status = 200
         headers = [*_SSE_HEADERS, *self.headers, self.timing()]
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        self._head = {"type": "http.response.start", "status": 200, "headers": headers}
 
     async def write(self, data: bytes) -> None:
-        if self.first_byte_at is None:
-            self.first_byte_at = time.perf_counter()
-        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        body = {"type": "http.response.body", "body": data, "more_body": True}
+        if self._head is None:
+            await self.send(body)
+            return
+        self.first_byte_at = time.perf_counter()
+        await self._send_head_with(body)
 
     async def end(self, data: bytes = b"") -> None:
         self._completing()
-        await self.send({"type": "http.response.body", "body": data, "more_body": False})
+        body = {"type": "http.response.body", "body": data, "more_body": False}
+        if self._head is None:
+            await self.send(body)
+        else:
+            await self._send_head_with(body)
+
+    async def _send_head_with(self, body: Message) -> None:
+        """The head and the first bytes in one TCP segment (corked), not two: the client then wakes once
+        for both. Sent apart, the client (woken on this CPU by the head) ran before the first chunk was
+        written: +0.27 ms to the time to first token at c=1 in the benchmark."""
+        head, self._head = self._head, None
+        assert head is not None
+        sock = _client_socket(self.send)
+        corked = sock is not None and _set_cork(sock, 1)
+        try:
+            await self.send(head)
+            await self.send(body)
+        finally:
+            if corked:
+                _set_cork(sock, 0)
 
     async def fail(self, error: ApiError) -> None:
         """The error as an envelope, or as one closing `data: {"error": ...}` event once streaming."""
@@ -129,6 +156,24 @@ class Exchange:
             self._completing()
             self.status = error.status
             await send_error(self.send, error, [*self.headers, self.timing()])
+
+
+def _client_socket(send: Send) -> Any:
+    """The client connection's socket behind uvicorn's `send` (its transport's), or None elsewhere."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    return get_extra_info("socket") if get_extra_info is not None else None
+
+
+def _set_cork(sock: Any, value: int) -> bool:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, value)
+    except (OSError, AttributeError, TypeError):  # not TCP (a Unix socket), or not Linux
+        return False
+    return True
+
+
+_TCP_CORK = getattr(socket, "TCP_CORK", -1)
 
 
 class DisconnectWatch:

@@ -131,13 +131,23 @@ class RedisLedger(LedgerWriter):
         if now - self._claimed_at >= CLAIM_EVERY_SECONDS:
             self._claimed_at = now
             await self._claim_abandoned()
-        # Our own unacknowledged entries first (a write that failed, entries claimed), then new ones;
-        # with none at all, wait in Redis for the next one rather than polling.
-        return (
-            await self._consume("0")
-            or await self._consume(">")
-            or await self._consume(">", block_ms=int(self.flush_seconds * 1000))
+        # Our own unacknowledged entries first (a write that failed, entries claimed), then new ones.
+        written = await self._consume("0") or await self._consume(">")
+        if not written:
+            await self._idle()
+        return written
+
+    async def _idle(self) -> None:
+        """Nothing to write: wait in Redis for the next record (XREAD claims nothing), then one step more
+        so that its batch is not written in the same instant as the request that made it, while that
+        client's next request is arriving. (A record added just before the XREAD waits at most
+        `flush_seconds`, the block's limit.)"""
+        block_ms = max(1, int((self.flush_seconds - self.step_seconds) * 1000))
+        await self.reads.call(
+            ("XREAD", "BLOCK", block_ms, "STREAMS", self.stream, "$"),
+            block_ms / 1000 + self.reads.timeout,
         )
+        await asyncio.sleep(self.step_seconds)
 
     async def flush(self) -> int:
         written = 0
@@ -151,12 +161,10 @@ class RedisLedger(LedgerWriter):
     async def _claim_abandoned(self) -> None:
         await self.redis.xautoclaim(self.stream, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
 
-    async def _consume(self, start: str, block_ms: int | None = None) -> int:
-        command: tuple[str | int, ...] = ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH)
-        if block_ms is not None:
-            command += ("BLOCK", block_ms)
-        patience = None if block_ms is None else block_ms / 1000 + self.reads.timeout
-        answer = await self.reads.call((*command, "STREAMS", self.stream, start), patience)
+    async def _consume(self, start: str) -> int:
+        answer = await self.reads.call(
+            ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH, "STREAMS", self.stream, start)
+        )
         entries = answer[0][1] if answer else []
         # An entry is [id, [b"r", record]], or [id, None] if it was deleted while pending.
         ids = [entry[0] for entry in entries]
