@@ -181,6 +181,12 @@ class DisconnectWatch:
 
     A slow upstream means no writes to notice the hang-up by, so this listens for `http.disconnect`.
     Once `close()`d it never cancels, so settlement after forwarding cannot be interrupted.
+
+    The watcher is not cancelled when closed: the ASGI server answers its pending `receive()` with
+    `http.disconnect` once the response is complete (uvicorn wakes it then), so it ends by itself.
+    Cancelling it left a CancelledError, its traceback and frames in reference cycles on every request:
+    ~10 objects of cyclic garbage per request, and the gen-2 collections they caused took 45-70 ms
+    each (p99 at c=32: 64 ms).
     """
 
     __slots__ = ("_closed", "_task", "_watcher", "gone")
@@ -197,14 +203,15 @@ class DisconnectWatch:
         if not self._closed and self._task is not None:
             self.gone = True
             self._task.cancel()
+        self._task = None  # no reference from a finished watcher back to the request
 
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""
-        if not self.gone or self._task is None:
+        task = asyncio.current_task()
+        if not self.gone or task is None:
             return False
-        self._task.uncancel()
+        task.uncancel()
         return True
 
     def close(self) -> None:
         self._closed = True
-        self._watcher.cancel()

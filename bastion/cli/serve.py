@@ -92,7 +92,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    app: object = "bastion.api.app:create_app" if settings.workers > 1 else BastionApp(settings, catalog)
+    app: object = (
+        "bastion.api.app:create_app"
+        if settings.workers > 1
+        else BastionApp(settings, catalog, own_process=True)
+    )
     uvicorn.run(
         app,
         factory=settings.workers > 1,
@@ -106,6 +110,7 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        timeout_keep_alive=settings.keepalive_seconds,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         server_header=False,

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may take to finish."
     )
+    keepalive_seconds: float = Field(
+        5.0, gt=0, description="How long an idle client connection is kept open for its next request."
+    )
 
     database_url: str = Field(
         "sqlite+aiosqlite:///./bastion.db", description="postgresql://... or the embedded SQLite file."
