@@ -44,6 +44,8 @@ class Backing:
             "BASTION_CONFIG": str(self.config),
             "BASTION_LOG_LEVEL": "info",  # production shape: one access line per request
             "BASTION_DEFAULT_MAX_OUTPUT_TOKENS": "64",
+            # Idle keep-alive connections must outlive the scaling check (uvicorn's default is 5 s).
+            "BASTION_KEEPALIVE_SECONDS": "600",
             "BASTION_WORKERS": str(workers),
             # Multi-worker metrics go here (removed with the workdir), not to a stray /tmp directory.
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-w{workers}"),

@@ -71,3 +71,16 @@ def paced_chunks(count: int) -> list[str]:
     first = chunk({"role": "assistant", "content": "t000"})
     rest = [chunk({"content": f" t{i:03d}"}) for i in range(1, count)]
     return [first, *rest, chunk({}, finish="stop", usage=True)]
+
+
+def chat_body(model: str) -> bytes:
+    """A streamed chat request, as the benchmark's stream clients send it."""
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Benchmark stream: count slowly please."}],
+            "max_tokens": 32,
+            "stream": True,
+        },
+        separators=(",", ":"),
+    ).encode()

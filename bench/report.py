@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -24,8 +25,10 @@ class Row:
     met: bool | None  # None: no target for this row
 
 
-def _n(value: float, digits: int = 2) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+def _n(value: Any, digits: int = 2) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
 
 
 def _get(figures: dict[str, Any], *path: str) -> Any:
@@ -37,16 +40,20 @@ def _get(figures: dict[str, Any], *path: str) -> Any:
     return node
 
 
-def _check(value: float, ok: Callable[[float], bool]) -> bool | None:
-    return None if value is None or math.isnan(value) else ok(value)
+def _check(value: Any, ok: Callable[[float], bool]) -> bool | None:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return ok(value)
 
 
-def rows(figures: dict[str, Any]) -> list[Row]:
-    f = figures
-    out: list[Row] = []
-    c1 = f.get("c1", {})
+def _mib(value: Any) -> str:
+    return _n(value / 2**20, 1) if isinstance(value, int | float) else "n/a"
+
+
+def latency_rows(f: dict[str, Any]) -> list[Row]:
     added50, added99 = _get(f, "c1", "added_p50_ms"), _get(f, "c1", "added_p99_ms")
-    out.append(
+    cpu = _get(f, "c1", "cpu_ms_per_request")
+    return [
         Row(
             "p50 latency @ c=1, 1 worker (ms)",
             _n(_get(f, "c1", "direct_p50_ms"), 3),
@@ -54,9 +61,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             f"+{_n(added50, 3)}",
             "added <= 0.5 ms",
             _check(added50, lambda v: v <= 0.5),
-        )
-    )
-    out.append(
+        ),
         Row(
             "p99 latency @ c=1, 1 worker (ms)",
             _n(_get(f, "c1", "direct_p99_ms"), 3),
@@ -64,10 +69,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             f"+{_n(added99, 3)}",
             "added <= 2 ms",
             _check(added99, lambda v: v <= 2),
-        )
-    )
-    cpu = c1.get("cpu_ms_per_request", float("nan"))
-    out.append(
+        ),
         Row(
             "CPU per request @ c=1, 1 worker (ms)",
             "",
@@ -75,22 +77,24 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             _n(cpu, 3),
             "<= 0.5 ms",
             _check(cpu, lambda v: v <= 0.5),
-        )
-    )
+        ),
+    ]
+
+
+def throughput_rows(f: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
     for workers in (2, 1):
         for kind, target_rps, name in (("json", 3000.0, "JSON req/s"), ("sse", 2500.0, "streams/s")):
             base = f"c32_w{workers}"
-            rps = _get(f, base, kind, "bastion_rps")
-            direct = _get(f, base, kind, "direct_rps")
-            share = rps / direct * 100 if direct and not math.isnan(direct) else float("nan")
+            rps, direct = _get(f, base, kind, "bastion_rps"), _get(f, base, kind, "direct_rps")
             targeted = workers == 2
             out.append(
                 Row(
                     f"{name} @ c=32, {workers} worker(s)",
                     _n(direct, 0),
                     _n(rps, 0),
-                    f"{_n(share, 0)} % of direct",
-                    f">= {target_rps:,.0f}" if targeted else "(info)",
+                    f"CPU {_n(_get(f, base, kind, 'cpu_ms_per_request'), 3)} ms/request",
+                    f">= {target_rps:,.0f}" if targeted else "",
                     _check(rps, lambda v, t=target_rps: v >= t) if targeted else None,
                 )
             )
@@ -104,11 +108,16 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                     None,
                 )
             )
+    return out
+
+
+def stream_rows(f: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
     for concurrency in (1, 16):
         added = _get(f, "ttft", f"c{concurrency}", "added_p50_ms")
         out.append(
             Row(
-                f"TTFT p50 @ c={concurrency}, paced stream (ms)",
+                f"time to first token p50 @ c={concurrency}, paced stream (ms)",
                 _n(_get(f, "ttft", f"c{concurrency}", "direct_p50_ms")),
                 _n(_get(f, "ttft", f"c{concurrency}", "bastion_p50_ms")),
                 f"+{_n(added)}",
@@ -117,58 +126,90 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             )
         )
     rss = f.get("rss", {})
-    per_stream = rss.get("per_stream_bytes", float("nan"))
-    errors = rss.get("errors", 0)
-    out.append(
-        Row("RSS idle, 1 worker (MiB)", "", "", _n(rss.get("idle_bytes", math.nan) / 2**20, 1), "", None)
-    )
-    out.append(
+    per_stream, errors = rss.get("per_stream_bytes", math.nan), rss.get("errors", 0)
+    out += [
+        Row("RSS idle, 1 worker (MiB)", "", "", _mib(rss.get("idle_bytes")), "", None),
         Row(
-            f"RSS with {rss.get('streams', '?')} streams requested (MiB)",
+            f"RSS holding {rss.get('streams', '?')} paced streams (MiB)",
             "",
             "",
-            f"{_n(rss.get('held_bytes', math.nan) / 2**20, 1)} "
-            f"({rss.get('first_chunks', 0)} open, {errors} errors)",
+            f"{_mib(rss.get('held_bytes'))} ({rss.get('open', 0)} open, {rss.get('completed', 0)} completed)",
             "",
             None,
-        )
-    )
-    out.append(
+        ),
         Row(
             "RSS per open stream (KiB)",
             "",
             "",
-            _n(per_stream / 1024, 1),
+            f"{_n(per_stream / 1024, 1)}, {errors} errors",
             "<= 40 KB, 0 errors",
-            _check(per_stream, lambda v: v <= 40 * 1024 and errors == 0),
-        )
-    )
-    leak = f.get("leak", {})
-    if leak:
-        first, second = leak["checkpoints"]
-        samples = leak["rss_bytes"]
-        growth = leak["growth_percent"]
-        out.append(
-            Row(
-                f"RSS after {first:,} / {second:,} requests (MiB)",
-                "",
-                "",
-                f"{samples[str(first)] / 2**20:.1f} / {samples[str(second)] / 2**20:.1f}",
-                "",
-                None,
-            )
-        )
-        out.append(
-            Row(
-                f"RSS growth {first:,} -> {second:,} requests",
-                "",
-                "",
-                f"{growth:+.2f} %",
-                "<= 5 %",
-                _check(growth, lambda v: v <= 5),
-            )
-        )
+            _check(per_stream, lambda v: v <= 40 * 1000 and errors == 0),
+        ),
+    ]
     return out
+
+
+def leak_rows(f: dict[str, Any]) -> list[Row]:
+    leak = f.get("leak")
+    if not leak:
+        return []
+    first, second = leak["checkpoints"]
+    samples, growth = leak["rss_bytes"], leak["growth_percent"]
+    return [
+        Row(
+            f"RSS after {first:,} / {second:,} requests (MiB)",
+            "",
+            "",
+            f"{_mib(samples[str(first)])} / {_mib(samples[str(second)])}",
+            "",
+            None,
+        ),
+        Row(
+            f"RSS growth {first:,} -> {second:,} requests",
+            "",
+            "",
+            f"{growth:+.2f} %",
+            "<= 5 %",
+            _check(growth, lambda v: v <= 5),
+        ),
+    ]
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    return [*latency_rows(figures), *throughput_rows(figures), *stream_rows(figures), *leak_rows(figures)]
+
+
+def scaling_lines(figures: dict[str, Any]) -> list[str]:
+    scaling = figures.get("scaling")
+    if not scaling:
+        return []
+    lines = [
+        "",
+        "Scaling: the same JSON load (1 worker) alone, beside idle keep-alive connections, "
+        "beside held streams",
+        "",
+        "| condition | open | CPU ms/request c=1 | c=32 | p50 / p99 ms c=1 | req/s c=32 | RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, title in (
+        ("baseline", "alone"),
+        ("idle_connections", f"{scaling.get('idle_connections', {}).get('count', '?')} idle connections"),
+        ("held_streams", f"{scaling.get('held_streams', {}).get('count', '?')} held streams"),
+    ):
+        row = scaling.get(name, {})
+        change = ""
+        if name != "baseline":
+            change = (
+                f" ({row.get('c1_cpu_change_percent', math.nan):+.1f} %, "
+                f"{row.get('c32_cpu_change_percent', math.nan):+.1f} %)"
+            )
+        lines.append(
+            f"| {title} | {row.get('open', '')} | {_n(row.get('c1_cpu_ms_per_request'), 3)} | "
+            f"{_n(row.get('c32_cpu_ms_per_request'), 3)}{change} | "
+            f"{_n(row.get('c1_p50_ms'), 3)} / {_n(row.get('c1_p99_ms'), 3)} | {_n(row.get('c32_rps'), 0)} | "
+            f"{_mib(row.get('rss_bytes'))} |"
+        )
+    return lines
 
 
 def markdown(results: Results) -> str:
@@ -183,9 +224,14 @@ def markdown(results: Results) -> str:
     for row in rows(results.figures):
         cells = [row.figure, row.direct, row.bastion, row.value, row.target, status[row.met]]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += scaling_lines(results.figures)
+    bastion_runs = [r for r in results.runs if "direct" not in r.label]
     lines += [
         "",
-        "Runs (wrk): non-2xx responses and socket errors",
+        f"Non-2xx answers through Bastion: {sum(r.non2xx for r in bastion_runs):,}; socket errors: "
+        f"{sum(r.socket_errors for r in bastion_runs):,} (in {len(bastion_runs)} wrk runs, "
+        f"{sum(r.requests for r in bastion_runs):,} requests).",
+        "Medians of interleaved rounds (direct, Bastion, direct, Bastion, ...); added = Bastion - direct.",
         "",
         "| run | requests | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
         "|---|---|---|---|---|---|---|",
@@ -195,11 +241,6 @@ def markdown(results: Results) -> str:
             f"| {run.label} | {run.requests:,} | {run.rps:,.0f} | {run.p50_ms:.3f} | {run.p99_ms:.3f} "
             f"| {run.non2xx} | {run.socket_errors} |"
         )
-    bad = [r for r in results.runs if r.non2xx or r.socket_errors]
-    lines += ["", f"Runs with non-2xx or socket errors: {len(bad)} of {len(results.runs)}."]
-    lines.append(
-        "Medians of interleaved rounds (direct, Bastion, direct, Bastion, ...); added = Bastion - direct."
-    )
     return "\n".join(lines) + "\n"
 
 
@@ -208,7 +249,11 @@ def write_report(results: Results, out: Path) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(results.started))
     table = markdown(results)
     data = results.as_json() | {
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
         "table": [row.__dict__ for row in rows(results.figures)],
     }
     for name in (f"bench-{results.mode}-{stamp}", f"latest-{results.mode}"):

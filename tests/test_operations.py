@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,94 @@ def test_readyz_names_what_is_down(
     finally:
         stack.stop()
         drop_postgres_database(stack.database)
+
+
+def test_requests_get_503_while_redis_is_down_and_work_again_when_it_is_back(
+    upstream: MockUpstream,
+    blackhole_port: int,
+    tmp_path: Path,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, redis_server = own_redis
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    stack = next(running_stack("shared", upstream, blackhole_port, tmp_path))
+    try:
+        stack.stop()
+        stack.redis_url = url
+        gateway = stack.start()
+        account_id, _, key = stack.account(NANO_PER_USD)
+        client = stack.client(key)
+        client.chat.completions.create(model="m-echo", messages=[{"role": "user", "content": "hi"}])
+        stack.wait_records(account_id, 1)  # written: this Redis keeps nothing on disk (no AOF)
+        redis_server.kill()
+        redis_server.wait()
+        down = httpx.post(
+            gateway.base_url + "/chat/completions",
+            json={"model": "m-echo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert down.status_code == 503, down.text
+        error = down.json()["error"]
+        assert (error["code"], error["type"]) == ("service_unavailable", "server_error")
+        assert "127.0.0.1" not in error["message"] and "Traceback" not in down.text
+        restarted = subprocess.Popen(
+            ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # a poll with a deadline: the restarted server has nothing to wait on
+                try:
+                    answer = client.with_options(max_retries=0).chat.completions.create(
+                        model="m-echo", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "requests did not recover with Redis"
+                    time.sleep(0.1)
+            assert answer.choices[0].message.content == "echo: hi"
+            # The account came back from the database (Redis lost it): both requests that were
+            # answered are on the books, the refused one is not.
+            records = stack.wait_records(account_id, 2)
+            assert stack.balance(account_id) == NANO_PER_USD - sum(r.cost_nano for r in records)
+        finally:
+            restarted.kill()
+            restarted.wait()
+    finally:
+        stack.stop()
+        drop_postgres_database(stack.database)
+
+
+def test_idle_client_connections_are_kept_for_the_keepalive_setting(
+    upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    stack = next(running_stack("embedded", upstream, blackhole_port, tmp_path))
+    try:
+        stack.stop()
+        gateway = stack.start({"BASTION_KEEPALIVE_SECONDS": "1"})
+        request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+        port = int(gateway.root.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+
+            def answered() -> bool:
+                received = b""
+                while b'{"status":"ok"}' not in received:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        return False
+                    received += chunk
+                return True
+
+            connection.sendall(request)
+            assert answered()
+            time.sleep(0.3)  # idle, well within the setting: the same connection serves again
+            connection.sendall(request)
+            assert answered()
+            started = time.monotonic()
+            assert connection.recv(4096) == b""  # closed by Bastion once idle for the setting
+            assert 0.8 < time.monotonic() - started < 3
+    finally:
+        stack.stop()
 
 
 def _sse_events(response: httpx.Response) -> list[str]:

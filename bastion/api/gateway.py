@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bastion import metrics
 from bastion.api.access import log_access
@@ -46,6 +48,8 @@ from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.routing import Route, Router, Target
 
 log = logging.getLogger("bastion.gateway")
+SHARED_STATE_DOWN = (RedisConnectionError, RedisTimeoutError)
+_STATE_DOWN = "Bastion cannot reach its rate-limit and credit store right now; retry shortly."
 
 
 class Gateway:
@@ -89,6 +93,10 @@ class Gateway:
             await exchange.fail(error)
         except ClientDisconnected:
             exchange.status = 499
+        except SHARED_STATE_DOWN as exc:
+            # Limits and credit cannot be checked: refuse (nothing was forwarded) rather than guess.
+            log.error("shared state unreachable request_id=%s: %s", exchange.request_id, exc)
+            await exchange.fail(service_unavailable(_STATE_DOWN, retry_after="1"))
         except Exception:
             log.exception("internal error request_id=%s path=%s", exchange.request_id, exchange.scope["path"])
             await exchange.fail(internal_error())

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bastion.auth import Principal
 from bastion.billing import Metered, Outcome, Ticket
@@ -28,6 +32,8 @@ from bastion.errors import ApiError, insufficient_funds, invalid_api_key, rate_l
 from bastion.money import format_usd
 from bastion.proxy.routing import Route
 from bastion.ratelimit import ratelimit_headers
+
+log = logging.getLogger("bastion.billing")
 
 
 class CreditAdmission:
@@ -97,7 +103,17 @@ class CreditAdmission:
             client_request_id=ticket.client_request_id,
         )
         tokens = charge.prompt_tokens + charge.completion_tokens
-        await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)
+        try:
+            await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # The answer is served: its usage must not be lost with Redis. Written straight to the
+            # database; the reservation in Redis, if Redis kept it, expires with its TTL.
+            log.error(
+                "settlement could not reach Redis (%s); request_id=%s written to the database",
+                exc,
+                record.request_id,
+            )
+            await self.store.record_usage([record])
         return record
 
 

@@ -35,6 +35,7 @@ BATCH = 1000
 CLAIM_IDLE_MS = 30_000
 CLAIM_EVERY_SECONDS = 5.0
 GROUP = "ledger"
+RETRY_SECONDS = 1.0  # after a failed step (database or Redis down): no tight loop of errors
 
 
 class LedgerWriter(ABC):
@@ -68,7 +69,8 @@ class LedgerWriter(ABC):
                 raise
             except Exception:
                 log.exception("ledger write failed; retrying")
-                written = 0
+                await asyncio.sleep(max(self.step_seconds, RETRY_SECONDS))
+                continue
             if written < BATCH:  # caught up: wait for the next step (a full batch goes on at once)
                 await asyncio.sleep(max(0.0, self.step_seconds - (loop.time() - started)))
 
@@ -110,12 +112,15 @@ class RedisLedger(LedgerWriter):
         self._claimed_at = float("-inf")
 
     async def start(self) -> None:
+        await self._create_group()
+        await super().start()
+
+    async def _create_group(self) -> None:
         try:
             await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        await super().start()
 
     async def close(self) -> None:
         await self._stop()
@@ -162,9 +167,15 @@ class RedisLedger(LedgerWriter):
         await self.redis.xautoclaim(self.stream, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
 
     async def _consume(self, start: str) -> int:
-        answer = await self.reads.call(
-            ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH, "STREAMS", self.stream, start)
-        )
+        command = ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH, "STREAMS", self.stream, start)
+        try:
+            answer = await self.reads.call(command)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            # Redis restarted without its data: the stream (recreated by settlements) needs its group.
+            await self._create_group()
+            answer = await self.reads.call(command)
         entries = answer[0][1] if answer else []
         # An entry is [id, [b"r", record]], or [id, None] if it was deleted while pending.
         ids = [entry[0] for entry in entries]

@@ -1,0 +1,128 @@
+"""The benchmark's own parts: wrk output parsing, the nginx answers, the report, the stream client.
+
+The whole benchmark runs in CI as `python -m bench --quick` (.ci/run); these pin down the pieces whose
+mistakes would silently skew its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import rawstream, report, wrk
+from bench.payloads import chat_body, completion_json, sse_body
+from bench.suite import Results
+from bench.upstreams import _nginx_quote, _split_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRK_OUTPUT = """\
+Running 5s test @ http://127.0.0.1:8000/v1/chat/completions
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.94ms    3.10ms  61.32ms   95.12%
+    Req/Sec     2.31k   150.00     2.50k    70.00%
+  Latency Distribution
+     50%    6.80ms
+     75%    7.40ms
+     90%    8.31ms
+     99%   11.28ms
+  23066 requests in 5.00s, 23.54MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 7
+Requests/sec:   4612.50
+Transfer/sec:      4.71MB
+"""
+
+
+def test_wrk_summary_is_read_with_units_and_errors() -> None:
+    result = wrk.parse(WRK_OUTPUT, "label", 32, 5)
+    assert (result.requests, result.rps) == (23066, 4612.5)
+    assert (result.p50_ms, result.p99_ms) == (6.8, 11.28)
+    assert (result.non2xx, result.socket_errors) == (7, 3)
+    micro = wrk.parse(WRK_OUTPUT.replace("6.80ms", "460.00us").replace("11.28ms", "1.20s"), "l", 1, 5)
+    assert (micro.p50_ms, micro.p99_ms) == (0.46, 1200.0)
+
+
+def test_wrk_output_without_a_summary_is_an_error() -> None:
+    with pytest.raises(wrk.WrkError):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused", "l", 1, 5)
+
+
+def test_the_fixed_answers_are_what_the_benchmark_claims() -> None:
+    answer = json.loads(completion_json())
+    assert answer["object"] == "chat.completion" and answer["usage"]["total_tokens"] == 40
+    assert 600 <= len(completion_json()) <= 700
+    body = sse_body()
+    assert 6 * 1024 <= len(body) < 7 * 1024 and body.endswith("data: [DONE]\n\n")
+    events = [e for e in body.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert json.loads(events[-2][6:])["usage"]["completion_tokens"] == 16
+    pieces = _split_events(body)
+    assert "".join(pieces) == body and all(len(_nginx_quote(p)) <= 3000 for p in pieces)
+    with pytest.raises(ValueError):
+        _nginx_quote("costs $5")
+
+
+def test_report_marks_each_target() -> None:
+    results = Results("quick")
+    results.figures = {
+        "c1": {"added_p50_ms": 0.4, "added_p99_ms": 2.5, "cpu_ms_per_request": 0.41},
+        "c32_w2": {"json": {"bastion_rps": 5000.0}, "sse": {"bastion_rps": 2400.0}},
+        "ttft": {"c1": {"added_p50_ms": 0.9}, "c16": {"added_p50_ms": 1.5}},
+        "rss": {"per_stream_bytes": 12_000.0, "errors": 0},
+        "leak": {"checkpoints": [5, 20], "rss_bytes": {"5": 100, "20": 103}, "growth_percent": 3.0},
+    }
+    met = {row.figure: row.met for row in report.rows(results.figures)}
+    assert met["p50 latency @ c=1, 1 worker (ms)"] is True
+    assert met["p99 latency @ c=1, 1 worker (ms)"] is False
+    assert met["CPU per request @ c=1, 1 worker (ms)"] is True
+    assert met["JSON req/s @ c=32, 2 worker(s)"] is True
+    assert met["streams/s @ c=32, 2 worker(s)"] is False
+    assert met["time to first token p50 @ c=1, paced stream (ms)"] is True
+    assert met["time to first token p50 @ c=16, paced stream (ms)"] is False
+    assert met["RSS per open stream (KiB)"] is True
+    assert met["RSS growth 5 -> 20 requests"] is True
+    assert "| p99 latency @ c=1, 1 worker (ms) |" in report.markdown(results)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def paced() -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.paced", str(port)], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def test_the_stream_client_sees_the_paced_first_token_at_50_ms(paced: str) -> None:
+    url = paced + "/v1/chat/completions"
+    samples = asyncio.run(rawstream.ttft(url, "key", chat_body("paced"), 2, 6))
+    assert len(samples) == 6
+    assert all(0.049 <= s < 0.5 for s in samples)  # the upstream's pause, never the whole stream
+
+
+def test_readme_gives_the_benchmark_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m bench" in readme and "--quick" in readme
