@@ -54,14 +54,16 @@ async def relay_stream(
     exchange.start_stream()
     outcome.status = 200
     try:
+        tail = b""
         async with aclosing(response.chunks()) as chunks:
             async for data in chunks:
                 out = relay.feed(data)
+                if relay.done:
+                    tail = out  # the last events and [DONE] leave with the end of the body, in one write
+                    break
                 if out:
                     await exchange.write(out)
-                if relay.done:
-                    break
-        await exchange.end(relay.finish())
+        await exchange.end(tail + relay.finish())
         await response.finish()
     except ApiError as error:
         outcome.status = error.status

@@ -128,6 +128,7 @@ class _Protocol(asyncio.Protocol):
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
+        self._batching = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,9 +140,14 @@ class _Protocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiters.append(waiter)
-        if not self._out:
+        if self._batching:
+            self._out.append(packed)
+        else:
+            # The first command of this event-loop turn goes out at once (no added latency when idle);
+            # the ones that follow it in the same turn leave together at the turn's end.
+            self._transport.write(packed)
+            self._batching = True
             loop.call_soon(self._flush)
-        self._out.append(packed)
         # A timer, not asyncio.timeout: the reply must still be consumed in order when it comes.
         timer = loop.call_later(patience, self._timed_out, waiter, patience)
         try:
@@ -150,6 +156,7 @@ class _Protocol(asyncio.Protocol):
             timer.cancel()
 
     def _flush(self) -> None:
+        self._batching = False
         out, self._out = self._out, []
         if self._transport is not None and not self.closed and out:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
