@@ -186,10 +186,17 @@ class _Resumed(UpstreamResponse):
         return self._first + await self._inner.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        if self._first:
-            yield self._first
-        async for chunk in self._rest:
-            yield chunk
+        try:
+            if self._first:
+                yield self._first
+            async for chunk in self._rest:
+                yield chunk
+        finally:
+            # Closed here, in this task: left to the garbage collector, an unfinished async generator
+            # is closed through asyncio's finalizer hook (a thread-safe wake-up and a task per stream).
+            aclose = getattr(self._rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def release(self) -> None:
         self._inner.release()

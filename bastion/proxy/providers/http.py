@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 
 from bastion import __version__
 from bastion.config import ProviderConfig
@@ -105,8 +106,9 @@ class _HttpResponse(UpstreamResponse):
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for data in self._response.chunks():
-                yield data
+            async with aclosing(self._response.chunks()) as chunks:
+                async for data in chunks:
+                    yield data
         except UpstreamFailure as exc:
             self._response.abort()
             raise self._provider._failure(exc, self._model, "stream") from None
