@@ -121,7 +121,6 @@ class Exchange:
         if self._head is None:
             await self.send(body)
             return
-        self.first_byte_at = time.perf_counter()
         await self._send_head_with(body)
 
     async def end(self, data: bytes = b"") -> None:
@@ -138,6 +137,8 @@ class Exchange:
         written: +0.27 ms to the time to first token at c=1 in the benchmark."""
         head, self._head = self._head, None
         assert head is not None
+        if body["body"]:
+            self.first_byte_at = time.perf_counter()
         sock = _client_socket(self.send)
         corked = sock is not None and _set_cork(sock, 1)
         try:
