@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.report import write_report
-from bench.suite import Plan, Results, Suite, log
+from bench.suite import FIGURES, Plan, Results, Suite, log
 from bench.tools import ToolError, ensure_tools
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (about 1-2 minutes), for CI")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory ({DEFAULT_OUT})")
+    parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(text.split(",")),
+        help=f"comma-separated measurements to run, of {','.join(FIGURES)} (default: all)",
+    )
     args = parser.parse_args(argv)
+    if args.only and not args.only <= set(FIGURES):
+        parser.error(f"--only: unknown {','.join(sorted(args.only - set(FIGURES)))}")
 
     try:
         tools = ensure_tools()
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     status = 0
     try:
-        suite.run()
+        suite.run(args.only)
     except KeyboardInterrupt:
         log("interrupted")
         status = 130

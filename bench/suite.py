@@ -177,26 +177,40 @@ class Suite:
 
     # -- the whole sequence ----------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, only: frozenset[str] | None = None) -> None:
+        """Every measurement, or only the named ones (FIGURES) while working on one of them."""
         from bench import figures
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
 
         self.setup()
         one = self.start_gateway(1)
         self.results.figures["rss_start_bytes"] = figures.rss_of(one)
         self.warm(one)
-        figures.latency_c1(self, one)
-        # Before the c=32 load grows the allocator's arenas, which would hide the streams' memory.
-        figures.held_streams(self, one)
-        figures.throughput_c32(self, one)
-        figures.ttft(self, one)
-        figures.scaling(self, one)
-        figures.leak(self, one)
+        if wanted("c1"):
+            figures.latency_c1(self, one)
+        if wanted("held"):
+            # Before the c=32 load grows the allocator's arenas, which would hide the streams' memory.
+            figures.held_streams(self, one)
+        if wanted("c32"):
+            figures.throughput_c32(self, one)
+        if wanted("ttft"):
+            figures.ttft(self, one)
+        if wanted("scaling"):
+            figures.scaling(self, one)
+        if wanted("leak"):
+            figures.leak(self, one)
         self.stop_gateway(one)
 
-        two = self.start_gateway(2)
-        self.warm(two)
-        figures.throughput_c32(self, two)
-        self.stop_gateway(two)
+        if wanted("w2"):
+            two = self.start_gateway(2)
+            self.warm(two)
+            figures.throughput_c32(self, two)
+            self.stop_gateway(two)
+
+
+FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak", "w2")
 
 
 def _copy_tail(source: Path, target: Path) -> None:
