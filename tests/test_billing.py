@@ -20,6 +20,8 @@ import pytest
 from stacks import Stack, poll, running_stack
 from upstream import MockUpstream
 
+from bastion.billing.estimate import prompt_tokens
+
 HELLO = [{"role": "user", "content": "hi"}]
 ONE_REQUEST = 17_000  # 11 * 1,000 + 3 * 2,000
 USD = 10**9
@@ -226,6 +228,26 @@ def test_a_reused_request_id_is_billed_for_every_request(stack: Stack) -> None:
     assert [r.client_request_id for r in records] == ["same-id"] * 3
     assert len({r.request_id for r in records}) == 3
     assert stack.balance(account_id) == USD - 3 * ONE_REQUEST
+
+
+def test_a_clients_next_request_finds_its_last_one_settled(stack: Stack) -> None:
+    """m-late-eof's upstream ends its body 100 ms after [DONE], while the client has its whole answer at
+    [DONE] and asks again at once. The credit covers one worst case only once the previous request's
+    reservation is released: settlement leaves before the answer's last bytes, so none is refused."""
+    body = {"model": "m-late-eof", "messages": HELLO, "stream": True, "max_tokens": 1000}
+    worst = prompt_tokens(body) * 1_000 + 1_000 * 2_000
+    rounds = 5
+    assert worst > rounds * ONE_REQUEST  # so two reservations never fit
+    account_id, _, key = stack.account(worst + rounds * ONE_REQUEST)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=stack.gateway.base_url, headers=headers, timeout=10) as http:
+        for _ in range(rounds):
+            with http.stream("POST", "/chat/completions", json=body) as response:
+                answer = response.read()
+            assert response.status_code == 200, answer
+            assert answer.endswith(b"data: [DONE]\n\n")
+    assert len(stack.wait_records(account_id, rounds)) == rounds
+    assert stack.balance(account_id) == worst
 
 
 @pytest.mark.parametrize("client_asks", [False, True])

@@ -175,17 +175,23 @@ async def _measure(app: BastionApp, key: str) -> None:
     # Every command either Redis client sends: the hot path's channel, and redis-py (none expected).
     live = app.services.live
     commands: list[str] = []
-    call, execute = live.channel.call, live.redis.execute_command  # type: ignore[attr-defined]
+    call, submit = live.channel.call, live.channel.submit  # type: ignore[attr-defined]
+    execute = live.redis.execute_command  # type: ignore[attr-defined]
 
     async def counted_call(command: tuple[Any, ...]) -> Any:
         commands.append(str(command[0]))
         return await call(command)
+
+    def counted_submit(command: tuple[Any, ...]) -> Any:  # sent now, awaited later
+        commands.append(str(command[0]))
+        return submit(command)
 
     async def counted_execute(*args: Any, **kwargs: Any) -> Any:
         commands.append(f"redis-py {args[0]}")
         return await execute(*args, **kwargs)
 
     live.channel.call = counted_call  # type: ignore[attr-defined]
+    live.channel.submit = counted_submit  # type: ignore[attr-defined]
     live.redis.execute_command = counted_execute  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {key}"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from bastion.api.exchange import Exchange
@@ -10,8 +9,7 @@ from bastion.logs import write_access
 from bastion.money import format_usd
 
 
-def log_access(exchange: Exchange) -> None:
-    now = time.perf_counter()
+def log_access(exchange: Exchange, now: float) -> None:
     principal, record = exchange.principal, exchange.record
     fields: dict[str, Any] = {
         "request_id": exchange.request_id,

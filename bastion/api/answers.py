@@ -4,7 +4,6 @@ an event stream, noting on the way what settlement needs (status, usage, text pr
 from __future__ import annotations
 
 import time
-from contextlib import aclosing
 
 from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
@@ -30,6 +29,7 @@ async def relay_answer(
         data = await response.read()
         exchange.upstream_seconds += time.perf_counter() - reading
         outcome.status = response.status
+        outcome.final()
         content_type = response.headers.get("content-type", "application/octet-stream")
         await exchange.respond(response.status, data, content_type.encode("latin-1"))
         return
@@ -39,6 +39,7 @@ async def relay_answer(
     outcome.usage = usage_of(parsed)
     outcome.answer_body = answer
     outcome.answer = parsed
+    outcome.final()
     await exchange.respond(response.status, answer)
 
 
@@ -55,22 +56,30 @@ async def relay_stream(
     outcome.status = 200
     try:
         tail = b""
-        async with aclosing(response.chunks()) as chunks:
-            async for data in chunks:
-                out = relay.feed(data)
-                if relay.done:
-                    tail = out  # the last events and [DONE] leave with the end of the body, in one write
-                    break
-                if out:
-                    await exchange.write(out)
-        await exchange.end(tail + relay.finish())
+        while (data := await response.next_chunk()) is not None:
+            out = relay.feed(data)
+            if relay.done:
+                tail = out  # the last events and [DONE] leave with the end of the body, in one write
+                break
+            if out:
+                await exchange.write(out)
+        tail += relay.finish()
+        _final(outcome, relay)
+        await exchange.end(tail)
         await response.finish()
     except ApiError as error:
         outcome.status = error.status
+        _final(outcome, relay)
         await exchange.fail(error)
     finally:
         outcome.usage = relay.usage
         outcome.text_chars = relay.text_chars
+
+
+def _final(outcome: Outcome, relay: StreamRelay) -> None:
+    outcome.usage = relay.usage
+    outcome.text_chars = relay.text_chars
+    outcome.final()
 
 
 def _is_json(response: UpstreamResponse) -> bool:

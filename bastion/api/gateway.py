@@ -104,8 +104,12 @@ class Gateway:
             metrics.live.in_flight -= 1
             if exchange.streaming:
                 metrics.live.open_streams -= 1
-            metrics.observe(exchange, time.perf_counter())
-            log_access(exchange)
+            ended = time.perf_counter()
+            try:
+                await _after_waiting_requests()
+            finally:
+                metrics.observe(exchange, ended)
+                log_access(exchange, ended)
 
     async def _add_limit_headers(self, exchange: Exchange, error: ApiError) -> None:
         """Authenticated answers carry the rate-limit headers, even when they admitted nothing."""
@@ -172,11 +176,14 @@ class Gateway:
         )
         exchange.headers += ticket.headers
         exchange.limited = True
-        outcome = Outcome(status=502)
+        started: list[Any] = []
+        outcome = Outcome(
+            status=502, on_final=lambda final: started.append(self.admission.start_settlement(ticket, final))
+        )
         try:
             yield outcome
         finally:
-            exchange.record = await self.admission.settle(ticket, outcome)
+            exchange.record = await self.admission.settle(ticket, outcome, started[0] if started else None)
 
     async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:
         """The same path for a multipart upload, which goes upstream while it arrives."""
@@ -311,6 +318,13 @@ class Gateway:
             watch.close()
             if opened is not None:
                 opened.release()
+
+
+async def _after_waiting_requests() -> None:
+    """One event-loop turn: the client has its answer, so the bookkeeping left (settlement, metrics,
+    the access line) goes after the requests whose next step is ready, such as a keep-alive client's next
+    request waiting to be forwarded. Measured: +X ms time to first token otherwise."""
+    await asyncio.sleep(0)
 
 
 async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:

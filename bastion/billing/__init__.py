@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,14 @@ class Outcome:
     client_disconnected: bool = False
     answer: dict[str, Any] | None = None  # the parsed JSON answer, for meters that count in it
     answer_body: bytes | None = None  # the JSON answer's bytes: its text is counted only if needed
+    on_final: Callable[[Outcome], None] | None = None
+
+    def final(self) -> None:
+        """The outcome is complete and the answer's last write comes next: settlement starts now, so
+        that a client's next request, however quick, finds this one settled."""
+        on_final, self.on_final = self.on_final, None
+        if on_final is not None:
+            on_final(self)
 
     def generated_chars(self) -> int:
         """Characters of generated text (content, reasoning, tool arguments) the client received."""
@@ -66,8 +75,14 @@ class Admission(Protocol):
         unique to this request (the usage record's); `client_request_id` the client's own, if any."""
         ...
 
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> Any:
-        """Charge what it did cost, release the rest, record the usage; returns the usage record."""
+    def start_settlement(self, ticket: Ticket, outcome: Outcome) -> Any:
+        """Bill the final outcome and send the settlement at once (before the answer's last bytes, so
+        that the client's next request finds this one settled); `settle` then awaits it."""
+        ...
+
+    async def settle(self, ticket: Ticket, outcome: Outcome, started: Any = None) -> Any:
+        """Charge what it did cost, release the rest, record the usage; returns the usage record.
+        `started`: the `start_settlement` already sent for this outcome, if any."""
         ...
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,7 +84,7 @@ class CreditAdmission:
         now = await self.live.peek(principal.key_id, principal.rpm, principal.tpm)
         return ratelimit_headers(principal.rpm, principal.tpm, now)
 
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> UsageRow:
+    def bill(self, ticket: Ticket, outcome: Outcome) -> Bill:
         meter: Meter = ticket.meter
         charge = meter.charge(ticket.route.model, ticket.metered, outcome)
         record = UsageRow(
@@ -94,7 +96,7 @@ class CreditAdmission:
             prompt_tokens=charge.prompt_tokens,
             completion_tokens=charge.completion_tokens,
             cost_nano=charge.cost_nano,
-            status=499 if outcome.client_disconnected else outcome.status,
+            status=_record_status(outcome),
             latency_ms=round((time.monotonic() - ticket.started) * 1000),
             estimated=charge.estimated,
             created_at=datetime.now(UTC),
@@ -102,9 +104,19 @@ class CreditAdmission:
             unit=charge.unit,
             client_request_id=ticket.client_request_id,
         )
-        tokens = charge.prompt_tokens + charge.completion_tokens
+        return Bill(record, charge.prompt_tokens + charge.completion_tokens)
+
+    def start_settlement(self, ticket: Ticket, outcome: Outcome) -> Settlement:
+        """Bill the outcome and send its settlement now; `settle` awaits it. Once sent it is final."""
+        bill = self.bill(ticket, outcome)
+        record = bill.record
+        return Settlement(record, self.live.send_settle(ticket.hold, record.cost_nano, bill.tokens, record))
+
+    async def settle(self, ticket: Ticket, outcome: Outcome, started: Settlement | None = None) -> UsageRow:
+        settlement = started or self.start_settlement(ticket, outcome)
+        record = settlement.record
         try:
-            await self.live.settle(ticket.hold, charge.cost_nano, tokens, record)
+            await settlement.sent
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # The answer is served: its usage must not be lost with Redis. Written straight to the
             # database; the reservation in Redis, if Redis kept it, expires with its TTL.
@@ -115,6 +127,24 @@ class CreditAdmission:
             )
             await self.store.record_usage([record])
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    record: UsageRow
+    tokens: int  # prompt + completion: what the key's token bucket is trued up to
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A settlement on its way: the usage record, and the live state's answer to await."""
+
+    record: UsageRow
+    sent: Awaitable[int]
+
+
+def _record_status(outcome: Outcome) -> int:
+    return 499 if outcome.client_disconnected else outcome.status
 
 
 def _refusal(result: AdmitResult, hold: Reservation, ratelimit: list[tuple[bytes, bytes]]) -> ApiError:

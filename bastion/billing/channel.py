@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any, cast
@@ -57,19 +58,35 @@ class RedisChannel:
 
     async def evalsha(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
         """Run a script by its SHA (loading it first if this Redis has not seen it: a restart, a flush)."""
+        return await self.submit_script(script, keys, args)
+
+    def submit_script(self, script: Script, keys: list[str], args: list[Arg]) -> Awaitable[Any]:
+        """`evalsha`, with the command sent before this returns: await the result after other work."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return self._script_reply(script, command, self.submit(command))
+
+    async def _script_reply(self, script: Script, command: tuple[Arg, ...], sent: Awaitable[Any]) -> Any:
         try:
-            return await self.call(command)
+            return await sent
         except NoScriptError:
             await self.call(("SCRIPT", "LOAD", script.source))
             return await self.call(command)
+
+    def submit(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        """Send `command` now (with the other commands of this event-loop turn) and return the future of
+        its reply, so that the caller works while Redis answers. Before a connection exists, a task
+        connects and sends."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return asyncio.ensure_future(self.call(command))
+        return protocol.submit(hiredis.pack_command(command), self.timeout)
 
     async def call(self, command: tuple[Arg, ...], patience: float | None = None) -> Any:
         """One command's reply; `patience` (seconds, default `timeout`) for a command that blocks."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await protocol.send(hiredis.pack_command(command), patience or self.timeout)
+        return await protocol.submit(hiredis.pack_command(command), patience or self.timeout)
 
     async def close(self) -> None:
         if self._protocol is not None:
@@ -125,8 +142,10 @@ def _handshake(options: dict[str, Any]) -> list[tuple[Arg, ...]]:
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        self._waiters: deque[asyncio.Future[Any]] = deque()
+        # Replies come in command order: each one resolves the oldest waiter (and stops its timer).
+        self._waiters: deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = deque()
         self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._batching = False
         self.closed = False
@@ -134,12 +153,13 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    async def send(self, packed: bytes, patience: float) -> Any:
+    def submit(self, packed: bytes, patience: float) -> asyncio.Future[Any]:
         if self.closed or self._transport is None:
             raise RedisConnectionError("the Redis connection is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = loop.create_future()
-        self._waiters.append(waiter)
+        # A timer, not asyncio.timeout: the reply must still be consumed in order when it comes.
+        self._waiters.append((waiter, loop.call_later(patience, self._timed_out, waiter, patience)))
         if self._batching:
             self._out.append(packed)
         else:
@@ -148,12 +168,7 @@ class _Protocol(asyncio.Protocol):
             self._transport.write(packed)
             self._batching = True
             loop.call_soon(self._flush)
-        # A timer, not asyncio.timeout: the reply must still be consumed in order when it comes.
-        timer = loop.call_later(patience, self._timed_out, waiter, patience)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+        return waiter
 
     def _flush(self) -> None:
         self._batching = False
@@ -166,7 +181,8 @@ class _Protocol(asyncio.Protocol):
         try:
             reply = self._reader.gets()
             while reply is not False:
-                waiter = self._waiters.popleft()
+                waiter, timer = self._waiters.popleft()
+                timer.cancel()
                 if not waiter.done():
                     if isinstance(reply, hiredis.ReplyError):
                         waiter.set_exception(_response_error(str(reply)))
@@ -189,9 +205,11 @@ class _Protocol(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         self.closed = True
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, timer = self._waiters.popleft()
+            timer.cancel()
             if not waiter.done():
                 waiter.set_exception(error)
+                waiter.exception()  # retrieved: a submitted command nobody awaits any more is no news
         if self._transport is not None:
             self._transport.close()
             self._transport = None

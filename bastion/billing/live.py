@@ -12,11 +12,14 @@ A reservation whose gateway died is released once its TTL passes.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -25,6 +28,7 @@ from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
+T = TypeVar("T")
 
 # Admission codes, as admit.lua returns them.
 ADMITTED, REVOKED, UNKNOWN_ACCOUNT, TOO_LARGE = 0, 1, 2, 3
@@ -69,15 +73,26 @@ class LiveState(ABC):
         pass
 
     @abstractmethod
-    async def admit(self, hold: Reservation, rpm: int) -> AdmitResult: ...
+    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
+        """Start the admission now (with Redis: the script is sent before this returns); await the
+        result, after other work if there is some."""
+
+    async def admit(self, hold: Reservation, rpm: int) -> AdmitResult:
+        return await self.send_admit(hold, rpm)
 
     @abstractmethod
     async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
         """The key's buckets now, consuming nothing (for answers that admit nothing)."""
 
     @abstractmethod
+    def send_settle(
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
+    ) -> Awaitable[int]:
+        """Start the settlement now: charge `cost_nano`, release the hold, record the usage; the
+        awaitable gives the balance after it."""
+
     async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
-        """Charge `cost_nano`, release the hold, record the usage; returns the balance after it."""
+        return await self.send_settle(hold, cost_nano, tokens_used, record)
 
     @abstractmethod
     async def load_account(self, account_id: str, state: CreditState) -> None:
@@ -122,19 +137,21 @@ class RedisLive(LiveState):
         p = self.prefix
         return [f"{p}bucket:{hold.key_id}", f"{p}account:{hold.account_id}", f"{p}holds:{hold.account_id}"]
 
-    async def admit(self, hold: Reservation, rpm: int) -> AdmitResult:
+    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
         keys = [*self._keys(hold), f"{self.prefix}revoked:{hold.key_id}"]
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
-        return AdmitResult(*await self.channel.evalsha(self._admit, keys, args))
+        return _admit_result(self.channel.submit_script(self._admit, keys, args))
 
     async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
         answer = await self.channel.evalsha(self._peek, [f"{self.prefix}bucket:{key_id}"], [rpm, tpm])
         return AdmitResult(*answer)
 
-    async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
+    def send_settle(
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
+    ) -> Awaitable[int]:
         keys = [*self._keys(hold), self.stream]
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
-        return int(await self.channel.evalsha(self._settle, keys, args))
+        return self.channel.submit_script(self._settle, keys, args)
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
         keys = [f"{self.prefix}account:{account_id}"]
@@ -178,7 +195,10 @@ class MemoryLive(LiveState):
         self._revoked: set[str] = set()
         self.pending: list[UsageRow] = []  # drained by the ledger writer
 
-    async def admit(self, hold: Reservation, rpm: int) -> AdmitResult:
+    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
+        return _ready(self._admit_now(hold, rpm))
+
+    def _admit_now(self, hold: Reservation, rpm: int) -> AdmitResult:
         now = time.monotonic() * 1000
         account = self._accounts.get(hold.account_id)
         if hold.key_id in self._revoked:
@@ -246,7 +266,12 @@ class MemoryLive(LiveState):
             bucket = self._buckets[key_id] = _Bucket(rpm, now, tpm, now)
         return bucket
 
-    async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
+    def send_settle(
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
+    ) -> Awaitable[int]:
+        return _ready(self._settle_now(hold, cost_nano, tokens_used, record))
+
+    def _settle_now(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
         account = self._accounts[hold.account_id]
         released = account.holds.pop(hold.member, None)
         if released is not None:
@@ -269,3 +294,14 @@ class MemoryLive(LiveState):
 
     async def revoke(self, key_id: str) -> None:
         self._revoked.add(key_id)
+
+
+async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:
+    return AdmitResult(*await reply)
+
+
+def _ready(value: T) -> asyncio.Future[T]:
+    """An awaitable already holding `value` (awaiting it does not yield to the event loop)."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future

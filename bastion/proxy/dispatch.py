@@ -12,7 +12,7 @@ past it the next deployment is tried, else 503 with `Retry-After`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bastion.errors import ApiError, service_unavailable, upstream_error
@@ -145,15 +145,12 @@ class Dispatcher:
             raise upstream_error(
                 f"The upstream for model '{route.model.id}' did not answer with an event stream."
             )
-        chunks = response.chunks()
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
+            first = await response.next_chunk()
         except BaseException:
             response.abort()
             raise
-        return Opened(route, _Resumed(response, first, chunks))
+        return Opened(route, _Resumed(response, first))
 
     def _acquire(self, target: Target, route: Route) -> Callable[[], None]:
         provider = target.provider
@@ -178,25 +175,20 @@ class Dispatcher:
 class _Resumed(UpstreamResponse):
     """A streamed answer whose first chunk was read to know the upstream really started."""
 
-    def __init__(self, inner: UpstreamResponse, first: bytes, rest: AsyncIterator[bytes]) -> None:
-        self._inner, self._first, self._rest = inner, first, rest
+    __slots__ = ("_first", "_inner", "_resumed", "content_type", "headers", "status")
+
+    def __init__(self, inner: UpstreamResponse, first: bytes | None) -> None:
+        self._inner, self._first, self._resumed = inner, first, False
         self.status, self.content_type, self.headers = inner.status, inner.content_type, inner.headers
 
     async def read(self) -> bytes:
-        return self._first + await self._inner.read()
+        return (self._first or b"") + await self._inner.read()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            if self._first:
-                yield self._first
-            async for chunk in self._rest:
-                yield chunk
-        finally:
-            # Closed here, in this task: left to the garbage collector, an unfinished async generator
-            # is closed through asyncio's finalizer hook (a thread-safe wake-up and a task per stream).
-            aclose = getattr(self._rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    async def next_chunk(self) -> bytes | None:
+        if self._resumed:
+            return await self._inner.next_chunk()
+        self._resumed = True
+        return self._first
 
     def release(self) -> None:
         self._inner.release()

@@ -153,22 +153,31 @@ class Http11Response:
                 raise UpstreamFailure("protocol", f"undecodable {encoding} body") from exc
         return data
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (everything buffered at once, in one piece)."""
-        try:
-            while True:
-                if self._chunks:
-                    data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-                    self._chunks.clear()
-                    self._buffered = 0
+    async def next_chunk(self) -> bytes | None:
+        """Body bytes that arrived since the last call (everything buffered, in one piece), waiting for
+        some; None at the end of the body."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                if self._buffered > _HIGH_WATER:
                     self._resume()
-                    yield data
-                elif self.complete:
-                    return
-                elif self.error is not None:
-                    raise self.error
-                else:
-                    await self._wait()
+                self._buffered = 0
+                return data
+            if self.complete:
+                self._stop_timer()
+                return None
+            if self.error is not None:
+                self._stop_timer()
+                raise self.error
+            await self._wait()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (`next_chunk` until the end)."""
+        try:
+            while (data := await self.next_chunk()) is not None:
+                yield data
         finally:
             self._stop_timer()
 
@@ -179,6 +188,9 @@ class Http11Response:
 
     async def drain(self, grace: float) -> bool:
         """Read the rest of the body for at most `grace` seconds (so the connection can be reused)."""
+        if self.complete:  # nearly always, once the relay saw [DONE]: no timeout to arm
+            self._chunks.clear()
+            return self.error is None
         try:
             async with asyncio.timeout(grace):
                 while not self.complete:

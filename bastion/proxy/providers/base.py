@@ -35,8 +35,15 @@ class UpstreamResponse(ABC):
         """The whole body. Raises ApiError(502) if the upstream breaks off."""
 
     @abstractmethod
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive. Raises ApiError(502) if the upstream breaks off or stalls."""
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that arrived since the last call (waiting for some), or None at its end.
+        Raises ApiError(502) if the upstream breaks off or stalls. A plain coroutine rather than an
+        async generator: a stream's relay calls it per read, through every wrapper."""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (`next_chunk` until the end)."""
+        while (data := await self.next_chunk()) is not None:
+            yield data
 
     @abstractmethod
     def release(self) -> None:

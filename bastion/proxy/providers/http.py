@@ -9,8 +9,7 @@ details carry the upstream's address, so they go to the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import Mapping
 
 from bastion import __version__
 from bastion.config import ProviderConfig
@@ -104,11 +103,9 @@ class _HttpResponse(UpstreamResponse):
         except UpstreamFailure as exc:
             raise self._provider._failure(exc, self._model, "read") from None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def next_chunk(self) -> bytes | None:
         try:
-            async with aclosing(self._response.chunks()) as chunks:
-                async for data in chunks:
-                    yield data
+            return await self._response.next_chunk()
         except UpstreamFailure as exc:
             self._response.abort()
             raise self._provider._failure(exc, self._model, "stream") from None

@@ -156,12 +156,16 @@ class _MockResponse(UpstreamResponse):
         self.content_type = content_type
         self.headers: Mapping[str, str] = {"content-type": content_type}
         self._body = body
+        self._streamed = False
 
     async def read(self) -> bytes:
         return self._body
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield self._body
+    async def next_chunk(self) -> bytes | None:
+        if self._streamed:
+            return None
+        self._streamed = True
+        return self._body
 
     def release(self) -> None:
         pass
@@ -175,15 +179,18 @@ class _MockStream(_MockResponse):
         super().__init__(200, "text/event-stream", b"")
         self._events = events
         self._delay = delay
+        self._sent = 0
 
     async def read(self) -> bytes:
         return b"".join(self._events)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def next_chunk(self) -> bytes | None:
+        if self._sent == len(self._events):
+            return None
         if not self._delay:
-            yield b"".join(self._events)
-            return
-        for i, event in enumerate(self._events):
-            if i:
-                await asyncio.sleep(self._delay)
-            yield event
+            self._sent = len(self._events)
+            return b"".join(self._events)
+        if self._sent:
+            await asyncio.sleep(self._delay)
+        self._sent += 1
+        return self._events[self._sent - 1]

@@ -1,0 +1,96 @@
+"""The exchange's writes, on uvicorn's own HTTP protocol with a transport that records each write."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from bastion.api.asgi import Receive, Scope, Send
+from bastion.api.exchange import Exchange
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        pass
+
+
+async def _serve_one(app: Any, request: bytes) -> list[bytes]:
+    config = uvicorn.Config(app, http="httptools", lifespan="off", proxy_headers=False, log_level="error")
+    config.load()
+    state = ServerState()
+    protocol = HttpToolsProtocol(config, state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(request)
+    async with asyncio.timeout(5):
+        while state.tasks:
+            await asyncio.gather(*state.tasks)
+    protocol.connection_lost(None)
+    return transport.writes
+
+
+async def test_a_streams_head_leaves_with_its_first_bytes_in_one_write() -> None:
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        exchange.start_stream()
+        await exchange.write(b"data: 1\n\n")
+        await exchange.write(b"data: 2\n\n")
+        await exchange.end(b"data: [DONE]\n\n")
+
+    writes = await _serve_one(stream, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\r\n")
+    head, _, first = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-type: text/event-stream" in head and b"transfer-encoding: chunked" in head
+    assert first == b"9\r\ndata: 1\n\n\r\n"
+    assert writes[1:] == [b"9\r\ndata: 2\n\n\r\n", b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+
+
+async def test_a_stream_ending_in_its_first_write_is_one_write() -> None:
+    async def short(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        exchange.start_stream()
+        await exchange.end(b"data: 1\n\ndata: [DONE]\n\n")
+        assert exchange.first_byte_at is not None  # time to first token is counted for it too
+
+    writes = await _serve_one(short, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert len(writes) == 1
+    assert writes[0].endswith(b"\r\n\r\n17\r\ndata: 1\n\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_connection_that_does_not_stay_open_is_closed_after_the_write() -> None:
+    async def short(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        exchange.start_stream()
+        await exchange.end(b"data: [DONE]\n\n")
+
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    writes = await _serve_one(short, request)
+    assert len(writes) == 1 and writes[0].endswith(b"0\r\n\r\n")
+    assert b"connection: close" in writes[0]
