@@ -24,8 +24,9 @@ class Outcome:
     on_final: Callable[[Outcome], None] | None = None
 
     def final(self) -> None:
-        """The outcome is complete and the answer's last write comes next: settlement starts now, so
-        that a client's next request, however quick, finds this one settled."""
+        """The outcome is complete: settlement starts now, in the same event-loop step as the answer's
+        last write (so a client's next request, however quick, finds this one settled) and before any
+        cleanup that may wait (an upstream's end of body)."""
         on_final, self.on_final = self.on_final, None
         if on_final is not None:
             on_final(self)
@@ -76,8 +77,8 @@ class Admission(Protocol):
         ...
 
     def start_settlement(self, ticket: Ticket, outcome: Outcome) -> Any:
-        """Bill the final outcome and send the settlement at once (before the answer's last bytes, so
-        that the client's next request finds this one settled); `settle` then awaits it."""
+        """Bill the final outcome and send the settlement at once (in the step of the answer's last
+        write, so that the client's next request finds this one settled); `settle` then awaits it."""
         ...
 
     async def settle(self, ticket: Ticket, outcome: Outcome, started: Any = None) -> Any:
