@@ -44,14 +44,8 @@ async def relay_answer(
 
 
 async def relay_stream(
-    endpoint: Endpoint,
-    route: Route,
-    response: UpstreamResponse,
-    exchange: Exchange,
-    outcome: Outcome,
-    hide_usage: bool,
+    relay: StreamRelay, response: UpstreamResponse, exchange: Exchange, outcome: Outcome
 ) -> None:
-    relay = StreamRelay(route, strip_usage_chunk=hide_usage, done_marker=endpoint.done_marker)
     exchange.start_stream()
     outcome.status = 200
     try:

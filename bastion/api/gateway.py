@@ -31,6 +31,7 @@ from bastion.api.asgi import (
 )
 from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
+from bastion.api.forwarding import Forwarding
 from bastion.api.upload import Upload
 from bastion.api.validation import require_model
 from bastion.auth import Authenticator, Principal
@@ -42,7 +43,6 @@ from bastion.errors import (
     model_not_found,
     service_unavailable,
 )
-from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
 from bastion.proxy.dispatch import Dispatcher, Opened
 from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.routing import Route, Router, Target
@@ -268,36 +268,22 @@ class Gateway:
         exchange: Exchange,
         outcome: Outcome,
     ) -> None:
-        stream = endpoint.streams and body.get("stream") is True
-        # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
-        ask_usage = stream and endpoint.asks_usage and not wants_stream_usage(body)
-
-        def build(target: Target) -> UpstreamRequest:
-            upstream_model = target.deployment.model
-            wire = (
-                upstream_body(raw, body, upstream_model, ask_usage)
-                if endpoint.model_in_body
-                else without_model(raw, body)
-            )
-            return UpstreamRequest(
-                path=endpoint.upstream_path,
-                body=wire,
-                payload=body,
-                upstream_model=upstream_model,
-                stream=stream,
-                request_id=exchange.request_id,
-                public_model=route.model.id,
-            )
-
+        plan = Forwarding(endpoint, route, raw, body, exchange)
         watch = exchange.watch_disconnect()
         opened: Opened | None = None
         try:
-            sent = time.perf_counter()
-            opened = await self.dispatcher.open(route, self.router.candidates(route), build, stream)
-            exchange.upstream_seconds = time.perf_counter() - sent
+            plan.sending()
+            opened = await self.dispatcher.open(
+                route,
+                self.router.candidates(route),
+                plan.request,
+                plan.stream,
+                plan.stream_began if plan.stream else None,
+            )
+            exchange.upstream_seconds = time.perf_counter() - plan.sent
             exchange.upstream = opened.route.target.provider.name
-            if stream:
-                await relay_stream(endpoint, opened.route, opened.response, exchange, outcome, ask_usage)
+            if plan.stream:
+                await relay_stream(plan.relay(opened.route), opened.response, exchange, outcome)
             else:
                 await relay_answer(endpoint, opened.route, opened.response, exchange, outcome)
         except ApiError as error:

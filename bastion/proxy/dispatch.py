@@ -93,9 +93,11 @@ class Dispatcher:
         candidates: list[Target],
         build: Callable[[Target], UpstreamRequest],
         stream: bool,
+        on_stream: Callable[[Route], None] | None = None,
     ) -> Opened:
         """The first deployment that answers well, trying the next healthy one on a failure the client
-        cannot have seen yet."""
+        cannot have seen yet. `on_stream(route)`: a deployment answered with an event stream, whose
+        first chunk is awaited next (time to prepare relaying it)."""
         now = time.monotonic()
         healthy = [t for t in candidates if self.breaker(t).admits(now)]
         if not healthy:
@@ -110,7 +112,7 @@ class Dispatcher:
                 continue
             self.breaker(target).attempt(time.monotonic())
             try:
-                opened = await self._try(Route(route.model, target), build(target), stream)
+                opened = await self._try(Route(route.model, target), build(target), stream, on_stream)
             except ApiError as error:
                 release()
                 if error.status < 500 or error.code != "upstream_error":
@@ -134,7 +136,13 @@ class Dispatcher:
         assert last_error is not None
         raise last_error
 
-    async def _try(self, route: Route, request: UpstreamRequest, stream: bool) -> Opened:
+    async def _try(
+        self,
+        route: Route,
+        request: UpstreamRequest,
+        stream: bool,
+        on_stream: Callable[[Route], None] | None,
+    ) -> Opened:
         response = await route.target.provider.send(request)
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
@@ -145,6 +153,8 @@ class Dispatcher:
             raise upstream_error(
                 f"The upstream for model '{route.model.id}' did not answer with an event stream."
             )
+        if on_stream is not None:
+            on_stream(route)
         try:
             first = await response.next_chunk()
         except BaseException:

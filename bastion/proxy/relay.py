@@ -143,11 +143,13 @@ class StreamRelay:
         "_restore",
         "_strip_usage_chunk",
         "done",
+        "route",
         "text_chars",
         "usage",
     )
 
     def __init__(self, route: Route, strip_usage_chunk: bool = False, done_marker: bool = True) -> None:
+        self.route = route
         self._framer = SSEFramer()
         self._done_marker = done_marker  # the Responses API ends without `data: [DONE]`
         self._restore = route.target.restore_model

@@ -1,0 +1,62 @@
+"""What forwarding one request needs, made once: its upstream request for a deployment and, for an
+event stream, the relay (prepared while the upstream's first chunk is awaited)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bastion.api.endpoints import Endpoint
+from bastion.api.exchange import Exchange
+from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
+from bastion.proxy.providers import UpstreamRequest
+from bastion.proxy.relay import StreamRelay
+from bastion.proxy.routing import Route, Target
+
+
+class Forwarding:
+    __slots__ = ("_relay", "ask_usage", "body", "endpoint", "exchange", "raw", "route", "sent", "stream")
+
+    def __init__(
+        self, endpoint: Endpoint, route: Route, raw: bytes, body: dict[str, Any], exchange: Exchange
+    ) -> None:
+        self.endpoint, self.route, self.raw, self.body, self.exchange = endpoint, route, raw, body, exchange
+        self.stream = endpoint.streams and body.get("stream") is True
+        # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
+        self.ask_usage = self.stream and endpoint.asks_usage and not wants_stream_usage(body)
+        self.sent = 0.0  # when the request left for the upstream
+        self._relay: StreamRelay | None = None
+
+    def request(self, target: Target) -> UpstreamRequest:
+        upstream_model = target.deployment.model
+        if self.endpoint.model_in_body:
+            wire = upstream_body(self.raw, self.body, upstream_model, self.ask_usage)
+        else:
+            wire = without_model(self.raw, self.body)
+        return UpstreamRequest(
+            path=self.endpoint.upstream_path,
+            body=wire,
+            payload=self.body,
+            upstream_model=upstream_model,
+            stream=self.stream,
+            request_id=self.exchange.request_id,
+            public_model=self.route.model.id,
+        )
+
+    def sending(self) -> None:
+        self.sent = time.perf_counter()
+
+    def stream_began(self, started: Route) -> None:
+        """A deployment answered with an event stream; its first chunk is awaited next. What relaying
+        it needs is made now, in that wait, so the chunk leaves with less work: a CPU just woken from
+        idle mostly handles it."""
+        self._relay = self._new_relay(started)
+        self.exchange.prepare_stream(self.sent)
+
+    def relay(self, route: Route) -> StreamRelay:
+        """The relay for the stream `route` began (the deployment that answered)."""
+        relay = self._relay
+        return relay if relay is not None and relay.route is route else self._new_relay(route)
+
+    def _new_relay(self, route: Route) -> StreamRelay:
+        return StreamRelay(route, strip_usage_chunk=self.ask_usage, done_marker=self.endpoint.done_marker)
