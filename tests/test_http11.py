@@ -364,3 +364,44 @@ async def test_a_streamed_upload_is_not_sent_twice() -> None:
         assert caught.value.kind == "disconnected"
         await upstream.close()
     assert server.connections == 1
+
+
+@pytest.mark.parametrize(("end_after", "connections"), [(0.001, 1), (0.2, 2)])
+async def test_a_request_waits_a_moment_for_a_connection_finishing_its_answer(
+    end_after: float, connections: int
+) -> None:
+    """The client has the whole answer once [DONE] is relayed; its next request comes at once, while
+    the upstream has yet to end the body. A connection that ends soon is reused, rather than a new one
+    opened; one that takes longer than the wait (REUSE_WAIT_SECONDS) is not waited for."""
+    ended = asyncio.Event()
+
+    async def late_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"e\r\ndata: [DONE]\n\n\r\n"
+            )
+            await writer.drain()
+            await asyncio.sleep(end_after)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            ended.set()
+
+    async with Server(late_end) as server:
+        upstream = pool(server.url)
+        first = await upstream.post("/x", [], b"{}")
+        assert await first.next_chunk() == b"data: [DONE]\n\n"
+
+        async def finish() -> None:
+            assert await first.drain(1.0)
+            first.release()
+
+        finishing = asyncio.ensure_future(finish())
+        await asyncio.sleep(0)  # the drain is under way: the next request finds no idle connection
+        second = await upstream.post("/x", [], b"{}")
+        assert await second.next_chunk() == b"data: [DONE]\n\n"
+        await finishing
+        await ended.wait()
+        await upstream.close()
+    assert server.connections == connections

@@ -15,19 +15,51 @@ from bastion.proxy.routing import Route, Target
 
 
 class Forwarding:
-    __slots__ = ("_relay", "ask_usage", "body", "endpoint", "exchange", "raw", "route", "sent", "stream")
+    __slots__ = (
+        "_first",
+        "_relay",
+        "ask_usage",
+        "body",
+        "candidates",
+        "endpoint",
+        "exchange",
+        "raw",
+        "route",
+        "sent",
+        "stream",
+    )
 
     def __init__(
-        self, endpoint: Endpoint, route: Route, raw: bytes, body: dict[str, Any], exchange: Exchange
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        raw: bytes,
+        body: dict[str, Any],
+        exchange: Exchange,
+        candidates: list[Target],
     ) -> None:
         self.endpoint, self.route, self.raw, self.body, self.exchange = endpoint, route, raw, body, exchange
+        self.candidates = candidates
         self.stream = endpoint.streams and body.get("stream") is True
         # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
         self.ask_usage = self.stream and endpoint.asks_usage and not wants_stream_usage(body)
         self.sent = 0.0  # when the request left for the upstream
         self._relay: StreamRelay | None = None
+        # The first deployment's request, made at once: this runs while admission is being decided.
+        self._first: tuple[Target, UpstreamRequest] | None = None
+        if candidates:
+            try:
+                self._first = (candidates[0], self._request(candidates[0]))
+            except Exception:  # made again (and raised from) where it is needed; never lost in between
+                self._first = None
 
     def request(self, target: Target) -> UpstreamRequest:
+        first = self._first
+        if first is not None and first[0] is target:
+            return first[1]
+        return self._request(target)
+
+    def _request(self, target: Target) -> UpstreamRequest:
         upstream_model = target.deployment.model
         if self.endpoint.model_in_body:
             wire = upstream_body(self.raw, self.body, upstream_model, self.ask_usage)

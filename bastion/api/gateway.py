@@ -34,8 +34,8 @@ from bastion.api.exchange import Exchange
 from bastion.api.forwarding import Forwarding
 from bastion.api.upload import Upload
 from bastion.api.validation import require_model
-from bastion.auth import Authenticator, Principal
-from bastion.billing import Admission, Outcome
+from bastion.auth import Authenticator
+from bastion.billing import Admission, Outcome, Ticket
 from bastion.errors import (
     ApiError,
     internal_error,
@@ -154,23 +154,18 @@ class Gateway:
             raise model_not_found(model_id)
         route = self.router.resolve(model_id, endpoint.kind)
         exchange.model, exchange.upstream = route.model.id, route.target.provider.name
-        async with self._admitted(principal, route, body, endpoint, len(raw), exchange) as outcome:
-            await self._forward(endpoint, route, raw, body, exchange, outcome)
+        admitting = self.admission.begin(
+            principal, route, body, exchange.record_id, endpoint, len(raw), exchange.client_request_id
+        )
+        # While the shared state decides, the request for the first deployment is made ready.
+        plan = Forwarding(endpoint, route, raw, body, exchange, self.router.candidates(route))
+        async with self._admitted(admitting, exchange) as outcome:
+            await self._forward(plan, outcome)
 
     @asynccontextmanager
-    async def _admitted(
-        self,
-        principal: Principal,
-        route: Route,
-        body: dict[str, Any],
-        endpoint: Endpoint,
-        size: int,
-        exchange: Exchange,
-    ) -> AsyncIterator[Outcome]:
-        """Admit (limits, credit) before the block; settle exactly once after it, however it ends."""
-        ticket = await self.admission.admit(
-            principal, route, body, exchange.record_id, endpoint, size, exchange.client_request_id
-        )
+    async def _admitted(self, admitting: Awaitable[Ticket], exchange: Exchange) -> AsyncIterator[Outcome]:
+        """Admitted (limits, credit) before the block; settled exactly once after it, however it ends."""
+        ticket = await admitting
         exchange.headers += ticket.headers
         exchange.limited = True
         started: list[Any] = []
@@ -194,7 +189,10 @@ class Gateway:
         route = self.router.resolve(model_id, endpoint.kind)
         exchange.model, exchange.upstream = route.model.id, route.target.provider.name
         form = upload.form
-        async with self._admitted(principal, route, form, endpoint, upload.size, exchange) as outcome:
+        admitting = self.admission.begin(
+            principal, route, form, exchange.record_id, endpoint, upload.size, exchange.client_request_id
+        )
+        async with self._admitted(admitting, exchange) as outcome:
             await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
 
     async def _forward_upload(
@@ -259,23 +257,15 @@ class Gateway:
             raise invalid_request("The request body must be a JSON object.")
         return raw, body
 
-    async def _forward(
-        self,
-        endpoint: Endpoint,
-        route: Route,
-        raw: bytes,
-        body: dict[str, Any],
-        exchange: Exchange,
-        outcome: Outcome,
-    ) -> None:
-        plan = Forwarding(endpoint, route, raw, body, exchange)
+    async def _forward(self, plan: Forwarding, outcome: Outcome) -> None:
+        endpoint, route, exchange = plan.endpoint, plan.route, plan.exchange
         watch = exchange.watch_disconnect()
         opened: Opened | None = None
         try:
             plan.sending()
             opened = await self.dispatcher.open(
                 route,
-                self.router.candidates(route),
+                plan.candidates,
                 plan.request,
                 plan.stream,
                 plan.stream_began if plan.stream else None,

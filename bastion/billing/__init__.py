@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +62,20 @@ class Metered(Protocol):
 
 
 class Admission(Protocol):
+    def begin(
+        self,
+        principal: Principal,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        endpoint: Metered,
+        size: int,
+        client_request_id: str | None = None,
+    ) -> Awaitable[Ticket]:
+        """`admit`, with the admission already sent when this returns: await the ticket after other
+        work (which then overlaps the shared state's answer). The awaitable must be awaited."""
+        ...
+
     async def admit(
         self,
         principal: Principal,

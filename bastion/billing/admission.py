@@ -44,6 +44,25 @@ class CreditAdmission:
         self.store = store
         self.default_max_output_tokens = default_max_output_tokens
 
+    def begin(
+        self,
+        principal: Principal,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        endpoint: Metered,
+        size: int,
+        client_request_id: str | None = None,
+    ) -> Awaitable[Ticket]:
+        """The admission, sent before this returns (to Redis, when there is one); awaiting the result
+        gives the ticket or raises the refusal. Work done in between overlaps Redis's answer."""
+        metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
+        hold = reservation(
+            principal.key_id, principal.account_id, request_id, metered.nano, metered.tokens, principal.tpm
+        )
+        answer = self.live.send_admit(hold, principal.rpm)
+        return self._ticket(answer, principal, route, request_id, endpoint, metered, hold, client_request_id)
+
     async def admit(
         self,
         principal: Principal,
@@ -54,11 +73,20 @@ class CreditAdmission:
         size: int,
         client_request_id: str | None = None,
     ) -> Ticket:
-        metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
-        hold = reservation(
-            principal.key_id, principal.account_id, request_id, metered.nano, metered.tokens, principal.tpm
-        )
-        result = await self.live.admit(hold, principal.rpm)
+        return await self.begin(principal, route, body, request_id, endpoint, size, client_request_id)
+
+    async def _ticket(
+        self,
+        answer: Awaitable[AdmitResult],
+        principal: Principal,
+        route: Route,
+        request_id: str,
+        endpoint: Metered,
+        metered: Any,
+        hold: Reservation,
+        client_request_id: str | None,
+    ) -> Ticket:
+        result = await answer
         if result.code == UNKNOWN_ACCOUNT:  # first use of this account since Redis started: load it
             state = await self.store.credit_state(principal.account_id)
             await self.live.load_account(principal.account_id, state)

@@ -44,6 +44,8 @@ class Http11Pool:
         self._idle: list[_Connection] = []
         self._open = 0  # connections open or opening
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self.finishing = 0  # connections whose answer was relayed, waiting only for its end of body
+        self._reusers: list[asyncio.Future[None]] = []  # requests waiting briefly for one of those
         self.closed = False
 
     async def post(
@@ -103,6 +105,10 @@ class Http11Pool:
             if connection.usable(loop.time(), self.keepalive_seconds):
                 return connection
             self._discard(connection)
+        if not fresh and self.finishing > len(self._reusers) and self._open < self.max_connections:
+            reused = await self._reuse_finishing(loop)
+            if reused is not None:
+                return reused
         while self._open >= self.max_connections:
             waiter = loop.create_future()
             self._waiting.append(waiter)
@@ -126,6 +132,25 @@ class Http11Pool:
             self._open -= 1
             self._wake_one()
             raise
+
+    async def _reuse_finishing(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        """Wait a moment for a connection whose answer lacks only its end of body (the client already
+        has the answer; a keep-alive client's next request comes at once): reusing it beats opening
+        a connection (a TCP, maybe TLS, handshake). None if none is free in time."""
+        waiter = loop.create_future()
+        self._reusers.append(waiter)
+        timer = loop.call_later(REUSE_WAIT_SECONDS, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._reusers.remove(waiter)
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable(loop.time(), self.keepalive_seconds):
+                return connection
+            self._discard(connection)
+        return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
@@ -152,6 +177,10 @@ class Http11Pool:
             return
         connection.idle_since = asyncio.get_running_loop().time()
         self._idle.append(connection)
+        for reuser in self._reusers:
+            if not reuser.done():
+                reuser.set_result(None)
+                return
         self._wake_one()
 
     def _discard(self, connection: _Connection) -> None:
@@ -175,6 +204,12 @@ class Http11Pool:
         self._discard(connection)
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+REUSE_WAIT_SECONDS = 0.005
 _UNSAFE_VALUE = re.compile(r"[\r\n\0]")
 _UNSAFE_NAME = re.compile(r"[\r\n\0: ]")
 

@@ -191,6 +191,8 @@ class Http11Response:
         if self.complete:  # nearly always, once the relay saw [DONE]: no timeout to arm
             self._chunks.clear()
             return self.error is None
+        pool = self._connection.pool
+        pool.finishing += 1
         try:
             async with asyncio.timeout(grace):
                 while not self.complete:
@@ -203,6 +205,7 @@ class Http11Response:
         except TimeoutError:
             return False
         finally:
+            pool.finishing -= 1
             self._stop_timer()
         self._chunks.clear()
         return self.error is None
