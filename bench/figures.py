@@ -81,26 +81,31 @@ def throughput_c32(suite: Suite, gateway: gw.Gateway) -> None:
 
 
 def ttft(suite: Suite, gateway: gw.Gateway) -> None:
-    """Time to the first `data:` of the paced stream (first chunk at 50 ms), with a raw-socket client."""
-    assert suite.paced is not None
+    """Time to the first `data:` of the paced stream (first chunk at 50 ms), with a raw-socket client:
+    direct, through a bare TCP relay (the floor of one more hop), through Bastion, interleaved."""
+    assert suite.paced is not None and suite.relay is not None
     log("time to first token on the paced stream")
     body = chat_body("bench-paced")
+    targets = {"direct": suite.paced.root, "relay": suite.relay.root, "bastion": gateway.root}
     figures: dict[str, Any] = {}
     for concurrency, count in suite.plan.ttft_requests.items():
-        direct, through = [], []
+        samples: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(suite.plan.rounds):
-            for target, sink in ((suite.paced.root + CHAT, direct), (gateway.root + CHAT, through)):
-                samples = uvloop.run(rawstream.ttft(target, suite.key, body, concurrency, count))
-                sink.append(median(samples) * 1000)
+            for name, root in targets.items():
+                run = uvloop.run(rawstream.ttft(root + CHAT, suite.key, body, concurrency, count))
+                samples[name].append(median(run) * 1000)
+        direct, relay, through = (median(samples[name]) for name in targets)
         figures[f"c{concurrency}"] = {
-            "direct_p50_ms": median(direct),
-            "bastion_p50_ms": median(through),
-            "added_p50_ms": median(through) - median(direct),
+            "direct_p50_ms": direct,
+            "relay_p50_ms": relay,
+            "bastion_p50_ms": through,
+            "added_p50_ms": through - direct,
+            "relay_added_p50_ms": relay - direct,
             "requests_per_round": count,
         }
         log(
-            f"  c={concurrency}: direct {median(direct):.2f} ms, bastion {median(through):.2f} ms, "
-            f"added {median(through) - median(direct):.2f} ms"
+            f"  c={concurrency}: direct {direct:.2f} ms, bare relay +{relay - direct:.2f} ms, "
+            f"bastion {through:.2f} ms, added {through - direct:.2f} ms"
         )
     suite.results.figures["ttft"] = figures
 

@@ -125,6 +125,16 @@ def stream_rows(f: dict[str, Any]) -> list[Row]:
                 _check(added, lambda v: v <= 1),
             )
         )
+        out.append(
+            Row(
+                f"time to first token p50 @ c={concurrency}, a bare TCP relay instead of Bastion (ms)",
+                _n(_get(f, "ttft", f"c{concurrency}", "direct_p50_ms")),
+                _n(_get(f, "ttft", f"c{concurrency}", "relay_p50_ms")),
+                f"+{_n(_get(f, 'ttft', f'c{concurrency}', 'relay_added_p50_ms'))}",
+                "",
+                None,
+            )
+        )
     rss = f.get("rss", {})
     per_stream, errors = rss.get("per_stream_bytes", math.nan), rss.get("errors", 0)
     out += [

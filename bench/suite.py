@@ -15,7 +15,7 @@ from typing import Any
 
 from bench import gateway as gw
 from bench import wrk
-from bench.upstreams import Upstream, start_nginx, start_paced
+from bench.upstreams import Upstream, start_nginx, start_paced, start_relay
 
 CHAT = "/v1/chat/completions"
 LOG_TAIL_BYTES = 1 << 20  # of each log kept with the results (a full run's access log is ~300 MB)
@@ -73,6 +73,7 @@ class Suite:
         self.workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         self.nginx: Upstream | None = None
         self.paced: Upstream | None = None
+        self.relay: Upstream | None = None  # a bare TCP relay in front of the paced server
         self.backing: gw.Backing | None = None
         self.gateways: list[gw.Gateway] = []
 
@@ -82,7 +83,11 @@ class Suite:
         log(f"workdir {self.workdir}")
         self.nginx = start_nginx(self.nginx_path, self.workdir, workers=1)
         self.paced = start_paced(self.workdir)
-        log(f"nginx on :{self.nginx.port}, paced server on :{self.paced.port}")
+        self.relay = start_relay(self.workdir, self.paced)
+        log(
+            f"nginx on :{self.nginx.port}, paced server on :{self.paced.port}, "
+            f"bare relay on :{self.relay.port}"
+        )
         models = gw.models_file(
             f"{self.nginx.root}/json/v1", f"{self.nginx.root}/sse/v1", f"{self.paced.root}/v1"
         )
@@ -108,7 +113,7 @@ class Suite:
             except Exception as exc:
                 problems.append(f"stopping bastion: {exc}")
         self.gateways.clear()
-        for upstream in (self.paced, self.nginx):
+        for upstream in (self.relay, self.paced, self.nginx):
             if upstream is not None:
                 try:
                     upstream.stop()

@@ -118,18 +118,28 @@ def start_nginx(nginx: str, workdir: Path, workers: int = 1) -> Upstream:
 
 def start_paced(workdir: Path) -> Upstream:
     port = free_port()
-    log = workdir / "paced.log"
+    return _start_module("paced", workdir, port, "bench.paced", str(port))
+
+
+def start_relay(workdir: Path, upstream: Upstream) -> Upstream:
+    """The bare TCP relay in front of `upstream` (bench/relay.py)."""
+    port = free_port()
+    return _start_module("relay", workdir, port, "bench.relay", str(port), str(upstream.port))
+
+
+def _start_module(name: str, workdir: Path, port: int, module: str, *args: str) -> Upstream:
+    log = workdir / f"{name}.log"
     package_root = Path(__file__).resolve().parent.parent
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(package_root), os.environ.get("PYTHONPATH", "")])}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.paced", str(port)],
+            [sys.executable, "-m", module, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-    upstream = Upstream("paced", port, process, log)
+    upstream = Upstream(name, port, process, log)
     try:
         wait_http(upstream.root + "/healthz", process, log)
     except BaseException:
