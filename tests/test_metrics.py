@@ -154,3 +154,38 @@ def test_tallies_land_in_the_buckets_prometheus_would_use() -> None:
     assert bucket("0.0005") - before["0.0005"] == 1  # le is "less than or equal"
     assert bucket("0.001") - before["0.001"] == 2
     assert bucket("+Inf") - before["+Inf"] == 3
+
+
+async def test_requests_ending_in_one_loop_turn_are_accounted_for_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Their metrics and access lines come once the turn is over, the lines in one write."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from bastion.api import access
+
+    writes: list[list[dict[str, object]]] = []
+    observed: list[str] = []
+    monkeypatch.setattr(access, "write_access_lines", writes.append)
+    monkeypatch.setattr(access.metrics, "observe", lambda exchange, now: observed.append(exchange.request_id))
+
+    def ended(request_id: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            request_id=request_id, scope={"method": "POST", "path": "/v1/chat/completions"}, status=200,
+            error_code=None, principal=None, model="m", endpoint="chat", upstream="up", streaming=False,
+            started=0.0, upstream_seconds=0.001, first_byte_at=None, record=None,
+        )  # fmt: skip
+
+    for request_id in ("a", "b", "c"):
+        access.finished(ended(request_id), 0.002)  # type: ignore[arg-type]
+    assert writes == [] and observed == []  # not in the turn that ended them
+    await asyncio.sleep(0)
+    assert observed == ["a", "b", "c"]
+    assert [[line["request_id"] for line in batch] for batch in writes] == [["a", "b", "c"]]
+    assert writes[0][0]["latency_ms"] == 2.0 and writes[0][0]["upstream_ms"] == 1.0
+    access.finished(ended("d"), 0.003)  # type: ignore[arg-type]
+    access.drain()  # what a /metrics scrape and the shutdown do first
+    assert observed[-1] == "d" and len(writes) == 2
+    await asyncio.sleep(0)
+    assert len(writes) == 2  # nothing twice

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion import __version__, metrics
+from bastion.api import access
 from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
@@ -160,6 +161,7 @@ class BastionApp:
         return problems
 
     async def shutdown(self) -> None:
+        access.drain()
         if self._metrics_flush is not None:
             self._metrics_flush.cancel()
             await asyncio.gather(self._metrics_flush, return_exceptions=True)
@@ -254,6 +256,7 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
             return _envelope(
                 ApiError(401, "invalid_api_key", "authentication_error", "Invalid metrics token.")
             )
+        access.drain()  # requests that ended a moment ago count
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 

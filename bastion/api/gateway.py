@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bastion import metrics
-from bastion.api.access import log_access
+from bastion.api import access
 from bastion.api.answers import relay_answer, relay_stream
 from bastion.api.asgi import (
     ClientDisconnected,
@@ -104,9 +104,7 @@ class Gateway:
             metrics.live.in_flight -= 1
             if exchange.streaming:
                 metrics.live.open_streams -= 1
-            ended = time.perf_counter()
-            metrics.observe(exchange, ended)
-            log_access(exchange, ended)
+            access.finished(exchange, time.perf_counter())
 
     async def _add_limit_headers(self, exchange: Exchange, error: ApiError) -> None:
         """Authenticated answers carry the rate-limit headers, even when they admitted nothing."""
