@@ -34,22 +34,27 @@ class Backing:
     config: Path
     key: str = ""
     created_database: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH of another tree
 
     def env(self, workers: int) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-        return inherited | {
-            "BASTION_DATABASE_URL": f"{POSTGRES}/{self.database}",
-            "BASTION_REDIS_URL": REDIS_URL,
-            "BASTION_REDIS_PREFIX": self.redis_prefix,
-            "BASTION_CONFIG": str(self.config),
-            "BASTION_LOG_LEVEL": "info",  # production shape: one access line per request
-            "BASTION_DEFAULT_MAX_OUTPUT_TOKENS": "64",
-            # Idle keep-alive connections must outlive the scaling check (uvicorn's default is 5 s).
-            "BASTION_KEEPALIVE_SECONDS": "600",
-            "BASTION_WORKERS": str(workers),
-            # Multi-worker metrics go here (removed with the workdir), not to a stray /tmp directory.
-            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-w{workers}"),
-        }
+        return (
+            inherited
+            | self.extra_env
+            | {
+                "BASTION_DATABASE_URL": f"{POSTGRES}/{self.database}",
+                "BASTION_REDIS_URL": REDIS_URL,
+                "BASTION_REDIS_PREFIX": self.redis_prefix,
+                "BASTION_CONFIG": str(self.config),
+                "BASTION_LOG_LEVEL": "info",  # production shape: one access line per request
+                "BASTION_DEFAULT_MAX_OUTPUT_TOKENS": "64",
+                # Idle keep-alive connections must outlive the scaling check (uvicorn's default is 5 s).
+                "BASTION_KEEPALIVE_SECONDS": "600",
+                "BASTION_WORKERS": str(workers),
+                # Multi-worker metrics go here (removed with the workdir), not to a stray /tmp directory.
+                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-w{workers}"),
+            }
+        )
 
 
 @dataclass
@@ -125,12 +130,13 @@ def bastion(backing: Backing, *args: str) -> str:
     return done.stdout
 
 
-def new_backing(workdir: Path, models: dict[str, object]) -> Backing:
+def new_backing(workdir: Path, models: dict[str, object], env: dict[str, str] | None = None) -> Backing:
     """Names for this run's database and Redis prefix, and the models file (nothing created yet)."""
     token = secrets.token_hex(5)
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "bastion-bench.yaml"
     config.write_text(yaml.safe_dump(models, sort_keys=False))
-    return Backing(workdir, f"bastion_bench_{token}", f"bastion-bench-{token}:", config)
+    return Backing(workdir, f"bastion_bench_{token}", f"bastion-bench-{token}:", config, extra_env=env or {})
 
 
 def provision(backing: Backing) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import rawstream, report, wrk
+from bench import compare, rawstream, report, wrk
 from bench.payloads import chat_body, completion_json, sse_body
 from bench.suite import Results
 from bench.upstreams import _nginx_quote, _split_events
@@ -121,6 +121,39 @@ def test_the_stream_client_sees_the_paced_first_token_at_50_ms(paced: str) -> No
     samples = asyncio.run(rawstream.ttft(url, "key", chat_body("paced"), 2, 6))
     assert len(samples) == 6
     assert all(0.049 <= s < 0.5 for s in samples)  # the upstream's pause, never the whole stream
+
+
+def test_the_bare_relay_passes_a_stream_through_unchanged(paced: str) -> None:
+    port = _free_port()
+    upstream_port = paced.rsplit(":", 1)[1]
+    process = subprocess.Popen([sys.executable, "-m", "bench.relay", str(port), upstream_port], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        samples = asyncio.run(rawstream.ttft(url, "key", chat_body("paced"), 2, 4))
+        assert len(samples) == 4 and all(0.049 <= s < 0.5 for s in samples)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_compare_alternates_the_order_of_the_sides_and_takes_medians() -> None:
+    runs: list[str] = []
+    values = {"direct": iter([1.0, 9.0, 2.0]), "a": iter([5.0, 1.0, 3.0]), "b": iter([7.0, 8.0, 0.0])}
+
+    def run(name: str) -> float:
+        runs.append(name)
+        return next(values[name])
+
+    medians = compare._interleaved(3, ["direct", "a", "b"], run)
+    assert runs == ["direct", "a", "b", "direct", "b", "a", "direct", "a", "b"]
+    assert medians == {"direct": 2.0, "a": 3.0, "b": 7.0}
 
 
 def test_readme_gives_the_benchmark_command() -> None:
