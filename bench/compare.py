@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ref", help="the git commit, branch or tag to compare this working tree with")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per figure (default 4)")
     parser.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument(
+        "--only",
+        choices=("ttft", "wrk"),
+        help="only time to first token, or only the wrk runs (default: both)",
+    )
     args = parser.parse_args(argv)
     try:
         tools = ensure_tools()
@@ -58,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         gateways.append(theirs)
         log(f"{args.ref} on :{theirs.port}, this tree on :{ours.port}")
         sides = {"ref": (theirs, other.key), "tree": (ours, suite.key)}
-        _ttft(suite, sides, args.rounds)
-        for kind, connections in (("json", 1), ("json", 32), ("sse", 32)):
-            _wrk(suite, sides, kind, connections, args.rounds, args.seconds)
+        if args.only != "wrk":
+            _ttft(suite, sides, args.rounds)
+        if args.only != "ttft":
+            for kind, connections in (("json", 1), ("json", 32), ("sse", 32)):
+                _wrk(suite, sides, kind, connections, args.rounds, args.seconds)
     finally:
         for gateway in gateways:
             gateway.stop()

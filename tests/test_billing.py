@@ -317,8 +317,8 @@ def test_a_client_that_disconnects_mid_stream_pays_for_what_was_produced(
 # --------------------------------------------------------------------------------- rate limits
 
 
-def test_429_with_headers_and_retry_after(stack: Stack) -> None:
-    _, _, key = stack.account(USD, rpm=3)
+def test_429_with_headers_and_retry_after(stack: Stack, upstream: MockUpstream) -> None:
+    account_id, _, key = stack.account(USD, rpm=3)
     remaining = []
     for _ in range(3):
         response = _post(stack, key, {"model": "m-echo", "messages": HELLO})
@@ -328,8 +328,12 @@ def test_429_with_headers_and_retry_after(stack: Stack) -> None:
         assert int(response.headers["x-ratelimit-remaining-tokens"]) > 0
         remaining.append(response.headers["x-ratelimit-remaining-requests"])
     assert remaining == ["2", "1", "0"]
-    limited = _post(stack, key, {"model": "m-echo", "messages": HELLO})
+    # The pool has idle connections by now, so the upstream request was made ready on one while the
+    # admission was decided: refused, it must not have left.
+    refused_id = f"limited-{account_id}"
+    limited = _post(stack, key, {"model": "m-echo", "messages": HELLO}, {"x-request-id": refused_id})
     assert limited.status_code == 429
+    assert [r for r in upstream.requests if r.key == refused_id] == []
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
     assert limited.json()["error"]["type"] == "rate_limit_error"
     assert 1 <= int(limited.headers["retry-after"]) <= 20

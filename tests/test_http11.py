@@ -405,3 +405,96 @@ async def test_a_request_waits_a_moment_for_a_connection_finishing_its_answer(
         await ended.wait()
         await upstream.close()
     assert server.connections == connections
+
+
+async def test_a_prepared_request_leaves_only_when_sent_and_an_unsent_one_gives_its_connection_back() -> None:
+    """The request path makes the upstream request ready on an idle connection while admission is
+    decided: nothing may reach the upstream until `send`, and a request refused meanwhile (`cancel`)
+    leaves the connection in the pool, unused and still good."""
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await read_request(reader)
+            received.append(body)
+            writer.write(answer(b'{"echo":' + body + b"}"))
+            await writer.drain()
+
+    async with Server(record) as server:
+        upstream = pool(server.url)
+        assert upstream.prepare("/x", [], b"0") is None  # no idle connection yet: `post` connects
+        assert await (await upstream.post("/x", [], b"1")).read() == b'{"echo":1}'
+
+        refused = upstream.prepare("/x", [("x-request-id", "refused")], b"2")
+        assert refused is not None
+        assert upstream.prepare("/x", [], b"0") is None  # the one idle connection is taken
+        refused.cancel()
+        assert await (await upstream.post("/x", [], b"3")).read() == b'{"echo":3}'
+
+        admitted = upstream.prepare("/x", [], b"4")
+        assert admitted is not None
+        admitted.send()
+        admitted.send()  # once only
+        response = await admitted.response()
+        assert await response.read() == b'{"echo":4}'
+        admitted.cancel()  # after `response` the answer is the caller's: nothing to undo
+        assert await (await upstream.post("/x", [], b"5")).read() == b'{"echo":5}'
+        await upstream.close()
+    assert received == [b"1", b"3", b"4", b"5"]
+    assert server.connections == 1
+
+
+async def test_a_prepared_request_cancelled_after_sending_closes_its_connection() -> None:
+    """Sent, then not taken up (the request's task ended first): the connection is closed, so the
+    upstream stops working on it."""
+    got_request = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        await read_request(reader)
+        got_request.set()
+        if await reader.read() == b"":
+            closed.set()
+
+    async with Server(hold) as server:
+        upstream = pool(server.url)
+        assert await (await upstream.post("/x", [], b"{}")).read() == b"{}"
+        prepared = upstream.prepare("/x", [], b"{}")
+        assert prepared is not None
+        prepared.send()
+        await asyncio.wait_for(got_request.wait(), 2)
+        prepared.cancel()
+        await asyncio.wait_for(closed.wait(), 2)
+        await upstream.close()
+
+
+async def test_a_prepared_request_whose_connection_closed_meanwhile_goes_on_a_fresh_one() -> None:
+    """The server closed the connection after it was taken for a prepared request (a keep-alive close
+    racing the admission): `send` finds it closed and the request goes on a new connection."""
+    close_now = asyncio.Event()
+
+    async def answer_then_close_on_cue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first_connection = server.connections == 1
+        await read_request(reader)
+        writer.write(answer(b"{}" if first_connection else b'{"fresh":true}'))
+        await writer.drain()
+        if first_connection:
+            await close_now.wait()
+
+    async with Server(answer_then_close_on_cue) as server:
+        upstream = pool(server.url)
+        assert await (await upstream.post("/x", [], b"{}")).read() == b"{}"
+        prepared = upstream.prepare("/x", [], b"{}")
+        assert prepared is not None
+        close_now.set()
+        deadline = asyncio.get_running_loop().time() + 2
+        while not prepared._connection.lost:  # the close reached the client side
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        prepared.send()
+        assert await (await prepared.response()).read() == b'{"fresh":true}'
+        await upstream.close()
+    assert server.connections == 2

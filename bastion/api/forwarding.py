@@ -3,15 +3,20 @@ event stream, the relay (prepared while the upstream's first chunk is awaited)."
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
+from bastion.billing import Admitting
 from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
+from bastion.proxy.dispatch import Dispatcher, Prepared
 from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.relay import StreamRelay
 from bastion.proxy.routing import Route, Target
+
+log = logging.getLogger("bastion.gateway")
 
 
 class Forwarding:
@@ -23,6 +28,7 @@ class Forwarding:
         "candidates",
         "endpoint",
         "exchange",
+        "prepared",
         "raw",
         "route",
         "sent",
@@ -44,6 +50,7 @@ class Forwarding:
         # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
         self.ask_usage = self.stream and endpoint.asks_usage and not wants_stream_usage(body)
         self.sent = 0.0  # when the request left for the upstream
+        self.prepared: Prepared | None = None  # the first deployment's request, ready to leave
         self._relay: StreamRelay | None = None
         # The first deployment's request, made at once: this runs while admission is being decided.
         self._first: tuple[Target, UpstreamRequest] | None = None
@@ -75,8 +82,31 @@ class Forwarding:
             public_model=self.route.model.id,
         )
 
+    def prepare(self, dispatcher: Dispatcher, admitting: Admitting) -> None:
+        """Make the first deployment's request ready on a pooled connection, to be written from the
+        callback that receives the admission (see bastion/proxy/http11/prepared.py)."""
+        try:
+            self.prepared = dispatcher.prepare(self.route, self.candidates, self.request)
+        except Exception:  # made again (and raised from) where it is needed
+            log.debug("could not prepare the upstream request", exc_info=True)
+            self.prepared = None
+        if self.prepared is not None:
+            admitting.on_admitted(self._admitted)
+
+    def _admitted(self) -> None:
+        prepared = self.prepared
+        if prepared is not None and not prepared.used:
+            self.sent = time.perf_counter()
+            prepared.fire()
+
+    def discard(self) -> None:
+        """The request is over: a prepared request nobody took up is undone."""
+        if self.prepared is not None:
+            self.prepared.discard()
+
     def sending(self) -> None:
-        self.sent = time.perf_counter()
+        if not self.sent:
+            self.sent = time.perf_counter()
 
     def stream_began(self, started: Route) -> None:
         """A deployment answered with an event stream; its first chunk is awaited next. What relaying

@@ -155,10 +155,15 @@ class Gateway:
         admitting = self.admission.begin(
             principal, route, body, exchange.record_id, endpoint, len(raw), exchange.client_request_id
         )
-        # While the shared state decides, the request for the first deployment is made ready.
+        # While the shared state decides, the request for the first deployment is made ready, to leave
+        # the moment the admission's answer arrives.
         plan = Forwarding(endpoint, route, raw, body, exchange, self.router.candidates(route))
-        async with self._admitted(admitting, exchange) as outcome:
-            await self._forward(plan, outcome)
+        plan.prepare(self.dispatcher, admitting)
+        try:
+            async with self._admitted(admitting, exchange) as outcome:
+                await self._forward(plan, outcome)
+        finally:
+            plan.discard()
 
     @asynccontextmanager
     async def _admitted(self, admitting: Awaitable[Ticket], exchange: Exchange) -> AsyncIterator[Outcome]:
@@ -267,6 +272,7 @@ class Gateway:
                 plan.request,
                 plan.stream,
                 plan.stream_began if plan.stream else None,
+                plan.prepared,
             )
             exchange.upstream_seconds = time.perf_counter() - plan.sent
             exchange.upstream = opened.route.target.provider.name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +54,23 @@ class Ticket:
     client_request_id: str | None = None
 
 
+class Admitting:
+    """An admission on its way (sent when `begin` returned). Awaiting it, once, gives the ticket or
+    raises the refusal; `on_admitted(callback)` calls `callback` from the event loop the moment the
+    shared state admits the request, before the awaiting task wakes (a request ready to leave goes then)."""
+
+    __slots__ = ("_on_admitted", "_ticket")
+
+    def __init__(self, ticket: Awaitable[Ticket], on_admitted: Callable[[Callable[[], None]], None]) -> None:
+        self._ticket, self._on_admitted = ticket, on_admitted
+
+    def __await__(self) -> Generator[Any, None, Ticket]:
+        return self._ticket.__await__()
+
+    def on_admitted(self, callback: Callable[[], None]) -> None:
+        self._on_admitted(callback)
+
+
 class Metered(Protocol):
     """An endpoint as billing sees it: its kind and its meter."""
 
@@ -71,9 +88,9 @@ class Admission(Protocol):
         endpoint: Metered,
         size: int,
         client_request_id: str | None = None,
-    ) -> Awaitable[Ticket]:
+    ) -> Admitting:
         """`admit`, with the admission already sent when this returns: await the ticket after other
-        work (which then overlaps the shared state's answer). The awaitable must be awaited."""
+        work (which then overlaps the shared state's answer). It must be awaited."""
         ...
 
     async def admit(

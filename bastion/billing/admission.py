@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bastion.auth import Principal
-from bastion.billing import Metered, Outcome, Ticket
+from bastion.billing import Admitting, Metered, Outcome, Ticket
 from bastion.billing.live import (
     ADMITTED,
     CREDIT_EXHAUSTED,
@@ -53,7 +53,7 @@ class CreditAdmission:
         endpoint: Metered,
         size: int,
         client_request_id: str | None = None,
-    ) -> Awaitable[Ticket]:
+    ) -> Admitting:
         """The admission, sent before this returns (to Redis, when there is one); awaiting the result
         gives the ticket or raises the refusal. Work done in between overlaps Redis's answer."""
         metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
@@ -61,7 +61,10 @@ class CreditAdmission:
             principal.key_id, principal.account_id, request_id, metered.nano, metered.tokens, principal.tpm
         )
         answer = self.live.send_admit(hold, principal.rpm)
-        return self._ticket(answer, principal, route, request_id, endpoint, metered, hold, client_request_id)
+        ticket = self._ticket(
+            answer, principal, route, request_id, endpoint, metered, hold, client_request_id
+        )
+        return Admitting(ticket, answer.on_admitted)
 
     async def admit(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Generator
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any, cast
@@ -60,17 +60,10 @@ class RedisChannel:
         """Run a script by its SHA (loading it first if this Redis has not seen it: a restart, a flush)."""
         return await self.submit_script(script, keys, args)
 
-    def submit_script(self, script: Script, keys: list[str], args: list[Arg]) -> Awaitable[Any]:
+    def submit_script(self, script: Script, keys: list[str], args: list[Arg]) -> ScriptCall:
         """`evalsha`, with the command sent before this returns: await the result after other work."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return self._script_reply(script, command, self.submit(command))
-
-    async def _script_reply(self, script: Script, command: tuple[Arg, ...], sent: Awaitable[Any]) -> Any:
-        try:
-            return await sent
-        except NoScriptError:
-            await self.call(("SCRIPT", "LOAD", script.source))
-            return await self.call(command)
+        return ScriptCall(self, script, command, self.submit(command))
 
     def submit(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]:
         """Send `command` now (with the other commands of this event-loop turn) and return the future of
@@ -115,7 +108,7 @@ class RedisChannel:
                     _, protocol = await loop.create_connection(_Protocol, self._host, self._port, ssl=context)
                 try:
                     for command in self._handshake:
-                        await protocol.send(hiredis.pack_command(command), self.timeout)
+                        await protocol.submit(hiredis.pack_command(command), self.timeout)
                 except BaseException:
                     protocol.close()
                     raise
@@ -125,6 +118,29 @@ class RedisChannel:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         self._protocol = protocol
         return protocol
+
+
+class ScriptCall:
+    """A script submitted to Redis. Awaiting it gives the script's result (loading the script first if
+    this Redis had not seen it: a restart, a flush); `reply` is the future of Redis's first answer, for
+    a callback that must act the moment it arrives."""
+
+    __slots__ = ("_channel", "_command", "_script", "reply")
+
+    def __init__(
+        self, channel: RedisChannel, script: Script, command: tuple[Arg, ...], reply: asyncio.Future[Any]
+    ) -> None:
+        self._channel, self._script, self._command, self.reply = channel, script, command, reply
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        try:
+            return await self.reply
+        except NoScriptError:
+            await self._channel.call(("SCRIPT", "LOAD", self._script.source))
+            return await self._channel.call(self._command)
 
 
 def _handshake(options: dict[str, Any]) -> list[tuple[Arg, ...]]:

@@ -16,10 +16,10 @@ import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -65,6 +65,34 @@ def reservation(
     return Reservation(key_id, account_id, f"{request_id}|{nano}", nano, tokens, tpm)
 
 
+class PendingAdmission:
+    """An admission sent to the live state. Awaiting it gives the result; `on_admitted(callback)` calls
+    `callback` from the event loop the moment the answer arrives, if it admits, ahead of the task that
+    awaits it (which still gets the result, refusals included, the usual way)."""
+
+    __slots__ = ("_admits", "_answer", "_result")
+
+    def __init__(
+        self,
+        answer: asyncio.Future[Any],
+        admits: Callable[[Any], bool],
+        result: Awaitable[AdmitResult],
+    ) -> None:
+        self._answer, self._admits, self._result = answer, admits, result
+
+    def __await__(self) -> Generator[Any, None, AdmitResult]:
+        return self._result.__await__()
+
+    def on_admitted(self, callback: Callable[[], None]) -> None:
+        admits = self._admits
+
+        def answered(answer: asyncio.Future[Any]) -> None:
+            if not answer.cancelled() and answer.exception() is None and admits(answer.result()):
+                callback()
+
+        self._answer.add_done_callback(answered)
+
+
 class LiveState(ABC):
     async def start(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -73,7 +101,7 @@ class LiveState(ABC):
         pass
 
     @abstractmethod
-    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
+    def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
         """Start the admission now (with Redis: the script is sent before this returns); await the
         result, after other work if there is some."""
 
@@ -137,10 +165,11 @@ class RedisLive(LiveState):
         p = self.prefix
         return [f"{p}bucket:{hold.key_id}", f"{p}account:{hold.account_id}", f"{p}holds:{hold.account_id}"]
 
-    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
+    def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
         keys = [*self._keys(hold), f"{self.prefix}revoked:{hold.key_id}"]
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
-        return _admit_result(self.channel.submit_script(self._admit, keys, args))
+        call = self.channel.submit_script(self._admit, keys, args)
+        return PendingAdmission(call.reply, _reply_admits, _admit_result(call))
 
     async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
         answer = await self.channel.evalsha(self._peek, [f"{self.prefix}bucket:{key_id}"], [rpm, tpm])
@@ -195,8 +224,9 @@ class MemoryLive(LiveState):
         self._revoked: set[str] = set()
         self.pending: list[UsageRow] = []  # drained by the ledger writer
 
-    def send_admit(self, hold: Reservation, rpm: int) -> Awaitable[AdmitResult]:
-        return _ready(self._admit_now(hold, rpm))
+    def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
+        answer = _ready(self._admit_now(hold, rpm))
+        return PendingAdmission(answer, _result_admits, answer)
 
     def _admit_now(self, hold: Reservation, rpm: int) -> AdmitResult:
         now = time.monotonic() * 1000
@@ -298,6 +328,14 @@ class MemoryLive(LiveState):
 
 async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:
     return AdmitResult(*await reply)
+
+
+def _reply_admits(reply: Any) -> bool:
+    return isinstance(reply, list) and bool(reply) and reply[0] == ADMITTED
+
+
+def _result_admits(result: Any) -> bool:
+    return isinstance(result, AdmitResult) and result.code == ADMITTED
 
 
 def _ready(value: T) -> asyncio.Future[T]:

@@ -12,11 +12,12 @@ past it the next deployment is tried, else 503 with `Retry-After`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bastion.errors import ApiError, service_unavailable, upstream_error
 from bastion.proxy.providers import UpstreamRequest, UpstreamResponse
+from bastion.proxy.providers.base import PreparedSend
 from bastion.proxy.relay import read_error
 from bastion.proxy.routing import Route, Target
 
@@ -65,6 +66,27 @@ class Opened:
     release: Callable[[], None] = field(default=lambda: None)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """The first deployment's request, ready to leave the moment admission allows (`fire`); `open`
+    then takes it up, or `discard` undoes it."""
+
+    target: Target
+    send: PreparedSend
+    release: Callable[[], None]  # its place under the provider's concurrency cap
+    used: bool = False
+
+    def fire(self) -> None:
+        if not self.used:
+            self.send.send()
+
+    def discard(self) -> None:
+        if not self.used:
+            self.used = True
+            self.send.cancel()
+            self.release()
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -87,6 +109,25 @@ class Dispatcher:
     def in_flight(self, provider: str) -> int:
         return self._in_flight.get(provider, 0)
 
+    def prepare(
+        self, route: Route, candidates: list[Target], build: Callable[[Target], UpstreamRequest]
+    ) -> Prepared | None:
+        """The first deployment's request made ready to leave (a pooled connection taken, its bytes
+        built), for `open` to take up: only on a deployment whose breaker is closed and whose provider
+        has room and an idle connection. None otherwise (then `open` does it all)."""
+        if not candidates:
+            return None
+        target = candidates[0]
+        cap = target.provider.config.max_concurrency
+        if self.breaker(target).opened_at is not None or (
+            cap is not None and self._in_flight.get(target.provider.name, 0) >= cap
+        ):
+            return None
+        send = target.provider.prepare(build(target))
+        if send is None:
+            return None
+        return Prepared(target, send, self._acquire(target, route))
+
     async def open(
         self,
         route: Route,
@@ -94,25 +135,37 @@ class Dispatcher:
         build: Callable[[Target], UpstreamRequest],
         stream: bool,
         on_stream: Callable[[Route], None] | None = None,
+        prepared: Prepared | None = None,
     ) -> Opened:
         """The first deployment that answers well, trying the next healthy one on a failure the client
         cannot have seen yet. `on_stream(route)`: a deployment answered with an event stream, whose
-        first chunk is awaited next (time to prepare relaying it)."""
+        first chunk is awaited next (time to prepare relaying it). `prepared` (from `prepare`, maybe
+        sent already) is the first attempt."""
         now = time.monotonic()
         healthy = [t for t in candidates if self.breaker(t).admits(now)]
+        if prepared is not None and not prepared.used:
+            healthy = [prepared.target, *(t for t in healthy if t is not prepared.target)]
+        else:
+            prepared = None
         if not healthy:
             message = f"Every upstream for model '{route.model.id}' is failing; retry shortly."
             raise service_unavailable(message, retry_after=str(max(1, int(self.breaker_cooldown))))
         last_error: ApiError | None = None
         for attempt, target in enumerate(healthy[:MAX_ATTEMPTS], start=1):
-            try:
-                release = self._acquire(target, route)
-            except ApiError as saturated:  # this provider is full: another deployment may not be
-                last_error = saturated
-                continue
+            ready = prepared if prepared is not None and target is prepared.target else None
+            if ready is not None:
+                ready.used = True
+                release = ready.release
+            else:
+                try:
+                    release = self._acquire(target, route)
+                except ApiError as saturated:  # this provider is full: another deployment may not be
+                    last_error = saturated
+                    continue
             self.breaker(target).attempt(time.monotonic())
             try:
-                opened = await self._try(Route(route.model, target), build(target), stream, on_stream)
+                sending = ready.send.response() if ready is not None else target.provider.send(build(target))
+                opened = await self._try(Route(route.model, target), sending, stream, on_stream)
             except ApiError as error:
                 release()
                 if error.status < 500 or error.code != "upstream_error":
@@ -139,11 +192,11 @@ class Dispatcher:
     async def _try(
         self,
         route: Route,
-        request: UpstreamRequest,
+        sending: Awaitable[UpstreamResponse],
         stream: bool,
         on_stream: Callable[[Route], None] | None,
     ) -> Opened:
-        response = await route.target.provider.send(request)
+        response = await sending
         if not 200 <= response.status < 300:
             raise await read_error(response, route)
         if not stream:

@@ -119,6 +119,16 @@ class _Connection(asyncio.Protocol):
     async def exchange(
         self, head: bytes, body: bytes | AsyncIterator[bytes], read_timeout: float
     ) -> Http11Response:
+        if isinstance(body, bytes):
+            response = self.begin(head, body, read_timeout)
+        else:
+            response = self.begin(head, b"", read_timeout)
+            await self._send_chunked(body)
+        await response.wait_headers()
+        return response
+
+    def begin(self, head: bytes, body: bytes, read_timeout: float) -> Http11Response:
+        """Write the request (head and a whole body) now; its answer comes into the response returned."""
         transport = self.transport
         if transport is None or self.lost:
             raise _Stale()
@@ -127,14 +137,11 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self.parser = httptools.HttpResponseParser(self)
         response = self.response = Http11Response(self, read_timeout)
-        if isinstance(body, bytes):
-            transport.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                transport.write(body)
+        if len(body) < 65536:
+            transport.write(head + body)
         else:
             transport.write(head)
-            await self._send_chunked(body)
-        await response.wait_headers()
+            transport.write(body)
         return response
 
     async def _send_chunked(self, body: AsyncIterator[bytes]) -> None:

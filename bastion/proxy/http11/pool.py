@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from bastion.proxy.http11.connection import _Connection
 from bastion.proxy.http11.errors import UpstreamFailure, _Stale
+from bastion.proxy.http11.prepared import PreparedPost
 from bastion.proxy.http11.response import Http11Response
 
 
@@ -52,21 +53,7 @@ class Http11Pool:
         self, path: str, headers: Iterable[tuple[str, str]], body: bytes | AsyncIterator[bytes]
     ) -> Http11Response:
         """Send the request; return once the answer's status and headers are in."""
-        varying = b"".join(_header_line(name, value) for name, value in headers)
-        target = (self.prefix + path).encode("ascii")
-        if isinstance(body, bytes):
-            head = b"POST %s HTTP/1.1\r\n%s%scontent-length: %d\r\n\r\n" % (
-                target,
-                self._fixed_head,
-                varying,
-                len(body),
-            )
-        else:
-            head = b"POST %s HTTP/1.1\r\n%s%stransfer-encoding: chunked\r\n\r\n" % (
-                target,
-                self._fixed_head,
-                varying,
-            )
+        head = self._head(path, headers, body)
         connection = await self._acquire()
         try:
             try:
@@ -75,14 +62,48 @@ class Http11Pool:
                 if not isinstance(body, bytes):
                     raise UpstreamFailure("disconnected", "connection closed before the answer") from None
             self._discard(connection)
-            connection = await self._acquire(fresh=True)
-            try:
-                return await connection.exchange(head, body, self.read_timeout)
-            except _Stale:
-                raise UpstreamFailure("disconnected", "connection closed before the answer") from None
         except BaseException:
             self._discard(connection)
             raise
+        return await self.resend(head, body)
+
+    def prepare(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> PreparedPost | None:
+        """The request made ready on an idle connection, to be written the moment `send` is called
+        (from a callback, even): None if no connection is idle (then `post` connects as usual)."""
+        connection = self._take_idle(asyncio.get_running_loop())
+        if connection is None:
+            return None
+        return PreparedPost(self, connection, self._head(path, headers, body), body)
+
+    async def resend(self, head: bytes, body: bytes | AsyncIterator[bytes]) -> Http11Response:
+        """The request again, on a fresh connection: the pooled one was closed before any answer."""
+        connection = await self._acquire(fresh=True)
+        try:
+            return await connection.exchange(head, body, self.read_timeout)
+        except _Stale:
+            self._discard(connection)
+            raise UpstreamFailure("disconnected", "connection closed before the answer") from None
+        except BaseException:
+            self._discard(connection)
+            raise
+
+    def _head(
+        self, path: str, headers: Iterable[tuple[str, str]], body: bytes | AsyncIterator[bytes]
+    ) -> bytes:
+        varying = b"".join(_header_line(name, value) for name, value in headers)
+        target = (self.prefix + path).encode("ascii")
+        if isinstance(body, bytes):
+            return b"POST %s HTTP/1.1\r\n%s%scontent-length: %d\r\n\r\n" % (
+                target,
+                self._fixed_head,
+                varying,
+                len(body),
+            )
+        return b"POST %s HTTP/1.1\r\n%s%stransfer-encoding: chunked\r\n\r\n" % (
+            target,
+            self._fixed_head,
+            varying,
+        )
 
     async def close(self) -> None:
         self.closed = True
@@ -100,11 +121,8 @@ class Http11Pool:
         if self.closed:
             raise UpstreamFailure("connect", "the provider is closed")
         loop = asyncio.get_running_loop()
-        while not fresh and self._idle:
-            connection = self._idle.pop()
-            if connection.usable(loop.time(), self.keepalive_seconds):
-                return connection
-            self._discard(connection)
+        if not fresh and (connection := self._take_idle(loop)) is not None:
+            return connection
         if not fresh and self.finishing > len(self._reusers) and self._open < self.max_connections:
             reused = await self._reuse_finishing(loop)
             if reused is not None:
@@ -120,11 +138,8 @@ class Http11Pool:
                 raise
             if self.closed:
                 raise UpstreamFailure("connect", "the provider is closed")
-            if not fresh and self._idle:
-                connection = self._idle.pop()
-                if connection.usable(loop.time(), self.keepalive_seconds):
-                    return connection
-                self._discard(connection)
+            if not fresh and (connection := self._take_idle(loop)) is not None:
+                return connection
         self._open += 1
         try:
             return await self._connect(loop)
@@ -132,6 +147,14 @@ class Http11Pool:
             self._open -= 1
             self._wake_one()
             raise
+
+    def _take_idle(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable(loop.time(), self.keepalive_seconds):
+                return connection
+            self._discard(connection)
+        return None
 
     async def _reuse_finishing(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
         """Wait a moment for a connection whose answer lacks only its end of body (the client already
@@ -145,12 +168,7 @@ class Http11Pool:
         finally:
             timer.cancel()
             self._reusers.remove(waiter)
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.usable(loop.time(), self.keepalive_seconds):
-                return connection
-            self._discard(connection)
-        return None
+        return self._take_idle(loop)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
@@ -176,6 +194,18 @@ class Http11Pool:
             self._discard(connection)
             return
         connection.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(connection)
+        for reuser in self._reusers:
+            if not reuser.done():
+                reuser.set_result(None)
+                return
+        self._wake_one()
+
+    def _release_unused(self, connection: _Connection) -> None:
+        """A connection taken for a request that was never sent: idle again, as it was."""
+        if self.closed or connection.lost:
+            self._discard(connection)
+            return
         self._idle.append(connection)
         for reuser in self._reusers:
             if not reuser.done():

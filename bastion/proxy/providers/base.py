@@ -58,6 +58,21 @@ class UpstreamResponse(ABC):
         """Stop now: close the upstream connection so the upstream stops generating."""
 
 
+class PreparedSend(ABC):
+    """A request made ready to leave at once (a connection taken, its bytes built): `send` writes it
+    (once; callable from an event-loop callback), `response` awaits the answer's headers, `cancel`
+    undoes it if it will not be used (closing the connection if it was already sent)."""
+
+    @abstractmethod
+    def send(self) -> None: ...
+
+    @abstractmethod
+    async def response(self) -> UpstreamResponse: ...
+
+    @abstractmethod
+    def cancel(self) -> None: ...
+
+
 class Provider(ABC):
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -74,6 +89,11 @@ class Provider(ABC):
     @abstractmethod
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send the request; return once the upstream's status and headers are in."""
+
+    def prepare(self, request: UpstreamRequest) -> PreparedSend | None:
+        """`request` made ready to be sent the moment admission allows it, or None when this provider
+        cannot (then `send` does it all once allowed)."""
+        return None
 
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never reach a client (keys, internal URLs)."""

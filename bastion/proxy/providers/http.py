@@ -15,7 +15,8 @@ from bastion import __version__
 from bastion.config import ProviderConfig
 from bastion.errors import ApiError, upstream_error
 from bastion.proxy.http11 import Http11Pool, Http11Response, UpstreamFailure
-from bastion.proxy.providers.base import Provider, UpstreamRequest, UpstreamResponse
+from bastion.proxy.http11.prepared import PreparedPost
+from bastion.proxy.providers.base import PreparedSend, Provider, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("bastion.upstream")
 _FINISH_GRACE_SECONDS = 1.0
@@ -60,17 +61,18 @@ class HttpProvider(Provider):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         if self._pool is None:
             raise RuntimeError(f"provider {self.name} used before start()")
-        headers = (
-            ("content-type", request.content_type),
-            ("x-request-id", request.request_id),
-            *(_STREAM_ACCEPT if request.stream else _JSON_ACCEPT),
-        )
         body = request.upload if request.upload is not None else request.body
         try:
-            response = await self._pool.post(request.path, headers, body)
+            response = await self._pool.post(request.path, _request_headers(request), body)
         except UpstreamFailure as exc:
             raise self._failure(exc, request.public_model, "request") from None
         return _HttpResponse(response, self, request.public_model)
+
+    def prepare(self, request: UpstreamRequest) -> PreparedSend | None:
+        if self._pool is None or request.upload is not None:
+            return None
+        post = self._pool.prepare(request.path, _request_headers(request), request.body)
+        return None if post is None else _PreparedHttp(post, self, request.public_model)
 
     def _failure(self, exc: UpstreamFailure, model: str, stage: str) -> ApiError:
         log.warning("upstream failure provider=%s stage=%s model=%s error=%s", self.name, stage, model, exc)
@@ -84,6 +86,34 @@ class HttpProvider(Provider):
         if exc.kind == "disconnected":
             return upstream_error(f"The upstream for model '{model}' closed the connection mid-answer.")
         return upstream_error(f"The upstream for model '{model}' sent a malformed answer.")
+
+
+def _request_headers(request: UpstreamRequest) -> tuple[tuple[str, str], ...]:
+    return (
+        ("content-type", request.content_type),
+        ("x-request-id", request.request_id),
+        *(_STREAM_ACCEPT if request.stream else _JSON_ACCEPT),
+    )
+
+
+class _PreparedHttp(PreparedSend):
+    __slots__ = ("_model", "_post", "_provider")
+
+    def __init__(self, post: PreparedPost, provider: HttpProvider, model: str) -> None:
+        self._post, self._provider, self._model = post, provider, model
+
+    def send(self) -> None:
+        self._post.send()
+
+    async def response(self) -> UpstreamResponse:
+        try:
+            response = await self._post.response()
+        except UpstreamFailure as exc:
+            raise self._provider._failure(exc, self._model, "request") from None
+        return _HttpResponse(response, self._provider, self._model)
+
+    def cancel(self) -> None:
+        self._post.cancel()
 
 
 class _HttpResponse(UpstreamResponse):
