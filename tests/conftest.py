@@ -25,6 +25,7 @@ AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 # Public model id -> upstream mode of tests/upstream.py (public ids differ so the model restore shows).
 UPSTREAM_MODES = [
     "echo",
+    "flood",
     "spaced",
     "slow",
     "gated",

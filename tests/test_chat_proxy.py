@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 from conftest import AUTH, CLIENT_KEY, PROVIDER_KEY, Gateway
-from upstream import MockUpstream
+from upstream import FLOOD_EVENT_BYTES, FLOOD_EVENTS, MockUpstream
 
 HELLO = [{"role": "user", "content": "hi there"}]
 
@@ -375,3 +375,35 @@ def test_done_ends_the_answer_at_once_and_the_late_upstream_connection_is_kept(
         assert upstream_done is not None and client_done < upstream_done
     peers = {r.peer for r in upstream.wait_for_requests(5)}
     assert len(peers) == 1, f"5 sequential late-ending streams used {len(peers)} upstream connections"
+
+
+def test_a_client_that_stops_reading_stops_the_upstream_and_then_gets_every_byte(
+    gateway: Gateway, upstream: MockUpstream
+) -> None:
+    """Back-pressure end to end: the stream is written straight to the client's connection while it
+    keeps up, and through ASGI's `send` (which waits) once its buffers are full, so the upstream is
+    paused rather than its answer piling up in Bastion; reading again, the client gets all of it, in
+    order."""
+    key = "flood-backpressure"
+    body = {"model": "m-flood", "messages": HELLO, "stream": True}
+    headers = {**AUTH, "x-request-id": key}
+    with httpx.stream("POST", gateway.base_url + "/chat/completions", json=body, headers=headers) as answer:
+        assert answer.status_code == 200
+        stalled_at, unchanged, deadline = -1, 0, time.monotonic() + 20
+        while unchanged < 10:  # the same count for 10 looks 50 ms apart: the upstream is held
+            assert time.monotonic() < deadline, "the upstream never stopped"
+            time.sleep(0.05)
+            count = upstream.flooded(key)
+            unchanged = unchanged + 1 if count == stalled_at else 0
+            stalled_at = count
+        assert 0 < stalled_at < FLOOD_EVENTS // 2, f"{stalled_at} of {FLOOD_EVENTS} events went out unread"
+        texts = []
+        for line in answer.iter_lines():
+            if line.startswith("data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                if delta.get("content"):
+                    texts.append(delta["content"])
+            elif line == "data: [DONE]":
+                break
+    assert len(texts) == FLOOD_EVENTS
+    assert all(text.startswith(f"[{n}]") and len(text) == FLOOD_EVENT_BYTES for n, text in enumerate(texts))

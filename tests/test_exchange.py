@@ -1,4 +1,8 @@
-"""The exchange's writes, on uvicorn's own HTTP protocol with a transport that records each write."""
+"""The exchange's writes, on uvicorn's own HTTP protocol with a transport that records each write.
+
+`bastion serve` runs uvicorn's httptools protocol without its access log: there the stream is written
+straight to the transport (bastion/api/direct.py); with the access log on (or any other server) it goes
+through ASGI's `send`. Both must put the same bytes on the wire."""
 
 from __future__ import annotations
 
@@ -41,8 +45,10 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
-async def _serve_one(app: Any, request: bytes) -> list[bytes]:
-    config = uvicorn.Config(app, http="httptools", lifespan="off", proxy_headers=False, log_level="error")
+async def _serve_one(app: Any, request: bytes, access_log: bool = False) -> list[bytes]:
+    config = uvicorn.Config(
+        app, http="httptools", lifespan="off", proxy_headers=False, log_level="error", access_log=access_log
+    )
     config.load()
     state = ServerState()
     protocol = HttpToolsProtocol(config, state, app_state={})
@@ -94,3 +100,26 @@ async def test_a_connection_that_does_not_stay_open_is_closed_after_the_write() 
     writes = await _serve_one(short, request)
     assert len(writes) == 1 and writes[0].endswith(b"0\r\n\r\n")
     assert b"connection: close" in writes[0]
+
+
+async def test_through_asgi_send_the_bytes_are_the_same() -> None:
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        exchange.prepare_stream(exchange.started)
+        exchange.start_stream()
+        await exchange.write(b"data: 1\n\n")
+        await exchange.write(b"data: 2\n\n")
+        await exchange.end(b"data: [DONE]\n\n")
+
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: same-bytes\r\n\r\n"
+    direct = await _serve_one(stream, request)
+    through_send = await _serve_one(stream, request, access_log=True)
+    assert len(direct) == 3 and len(through_send) == 4  # ASGI's `send` writes the head on its own
+
+    def without_varying(wire: bytes) -> bytes:  # the date and Bastion's own timing
+        head, _, body = wire.partition(b"\r\n\r\n")
+        kept = [line for line in head.split(b"\r\n") if not line.startswith((b"date:", b"server-timing:"))]
+        return b"\r\n".join(kept) + b"\r\n\r\n" + body
+
+    assert without_varying(b"".join(direct)) == without_varying(b"".join(through_send))
+    assert b"x-request-id: same-bytes\r\n" in direct[0]

@@ -208,3 +208,20 @@ async def _measure(app: BastionApp, key: str) -> None:
             assert response.status_code == 200
     assert statements == []
     assert commands == ["EVALSHA"] * 20  # admit + settle, per request
+
+
+async def test_the_hot_redis_connection_selects_the_database_of_its_url() -> None:
+    """`redis://host:port/N` with N > 0: the pipelined channel's handshake (SELECT) before any command."""
+    from bastion.billing.channel import RedisChannel
+
+    key = f"test-select-{secrets.token_hex(4)}"
+    channel = RedisChannel(REDIS_URL.rsplit("/", 1)[0] + "/3")
+    other = redis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/3")
+    try:
+        assert await channel.call(("SET", key, "in-db-3")) == b"OK"
+        assert other.get(key) == b"in-db-3"
+        assert redis.Redis.from_url(REDIS_URL).get(key) is None  # not in database 0
+    finally:
+        other.delete(key)
+        other.close()
+        await channel.close()

@@ -6,7 +6,8 @@ string (``echo``, ``slow``, ``gated``, ``drop``, ``status:503``, ...; see ``_han
 models behave like ``echo``. Stream-only modes answer non-streaming requests like ``echo``
 (except ``hang-after-first``, which then behaves like ``hang``; ``garbage-stream`` always answers
 HTML; ``late-eof`` ends its body 100 ms after ``[DONE]``; ``no-usage`` never reports usage and
-``zero-usage`` reports zeros). Requests are keyed by their
+``zero-usage`` reports zeros; ``flood`` streams FLOOD_EVENTS events of FLOOD_EVENT_BYTES as fast as
+the reader takes them, see ``MockUpstream.flooded``). Requests are keyed by their
 ``x-request-id`` header (else ``"req-N"``), see ``RecordedRequest.key``.
 
 Other endpoints answer by PATH (builders in tests/upstream_surface.py): ``/v1/completions``,
@@ -34,6 +35,8 @@ CREATED = 1735689600
 ECHO_PIECES = ["Hel", "lo", " world"]
 THINK_PIECES = ["<think>", "pondering", "</think>", "The answer"]
 FIXED_USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+FLOOD_EVENTS = 4000
+FLOOD_EVENT_BYTES = 16 * 1024
 
 
 def _oai_error(message: str, type_: str, code: str | None, **extra: object) -> dict[str, Any]:
@@ -147,6 +150,7 @@ class MockUpstream:
         self._started: dict[str, float] = {}
         self._gates: dict[str, threading.Event] = {}
         self._gate_by_test: dict[str, bool] = {}
+        self._flooded: dict[str, int] = {}
         self._multipart: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,6 +276,12 @@ class MockUpstream:
         """
         with self._lock:
             return self._multipart.get(key)
+
+    def flooded(self, key: str) -> int:
+        """Events of the `flood` stream for `key` written so far (each write returns once the
+        connection took it: a reader that stops reading stops the count)."""
+        with self._lock:
+            return self._flooded.get(key, 0)
 
     def wait_closed(self, key: str, timeout: float = 5.0) -> float | None:
         """time.monotonic() at which the server noticed the client went away, or None."""
@@ -468,6 +478,13 @@ class MockUpstream:
                 self._gate_by_test[s.key] = gate.is_set()
             if not await s.content(" second"):
                 return
+        elif model == "flood":
+            for n in range(FLOOD_EVENTS):
+                label = f"[{n}]"
+                if not await s.content(label + "x" * (FLOOD_EVENT_BYTES - len(label))):
+                    return
+                with self._lock:
+                    self._flooded[s.key] = n + 1
         elif model == "hang-after-first":
             await s.content("first")
             await self._hang(s.request, s.key)

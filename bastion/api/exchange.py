@@ -18,6 +18,7 @@ from bastion.api.asgi import (
     send_bytes,
     send_error,
 )
+from bastion.api.direct import DirectStream
 from bastion.auth import Principal
 from bastion.errors import ApiError
 from bastion.proxy.sse import error_event
@@ -33,6 +34,8 @@ class Exchange:
     """The answer to one request: a JSON body, or an event stream that can still end in an error event."""
 
     __slots__ = (
+        "_direct",
+        "_direct_head",
         "_head",
         "_stream_head",
         "_watch",
@@ -70,6 +73,8 @@ class Exchange:
         self.streaming = False
         self._head: Message | None = None  # an event stream's head, until its first bytes go with it
         self._stream_head: Message | None = None  # made while the upstream's first chunk is awaited
+        self._direct: DirectStream | None = None  # writes the stream straight to uvicorn's connection
+        self._direct_head: bytes | None = None  # the head it writes, rendered with `_stream_head`
         self.principal: Principal | None = None  # set once the key is verified
         self.limited = False  # the rate-limit headers are in `headers`
         self._watch: DisconnectWatch | None = None
@@ -120,6 +125,12 @@ class Exchange:
             "status": 200,
             "headers": [*_SSE_HEADERS, *self.headers, timing],
         }
+        self._prepare_direct(self._stream_head["headers"])
+
+    def _prepare_direct(self, headers: RawHeaders) -> None:
+        direct = DirectStream.of(self.send)
+        head = direct.render_head(200, headers) if direct is not None else None
+        self._direct, self._direct_head = (direct, head) if head is not None else (None, None)
 
     def start_stream(self) -> None:
         """The answer is an event stream: its head leaves with the first bytes written."""
@@ -133,49 +144,41 @@ class Exchange:
                 "status": 200,
                 "headers": [*_SSE_HEADERS, *self.headers, self.timing()],
             }
+            self._prepare_direct(head["headers"])
         self._head = head
 
     async def write(self, data: bytes) -> None:
-        body = {"type": "http.response.body", "body": data, "more_body": True}
-        if self._head is None:
-            await self.send(body)
-            return
-        await self._send_head_with(body)
+        if self._head is not None:
+            if data:
+                self.first_byte_at = time.perf_counter()
+            if self._direct is not None and self._direct.write(data, self._direct_head):
+                self._head = None
+                return
+            await self._send_head_with({"type": "http.response.body", "body": data, "more_body": True})
+        elif self._direct is None or not self._direct.write(data):
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
+        """The last bytes and the end of the body, in one write."""
         self._completing()
+        head = self._head
+        if head is not None and data:
+            self.first_byte_at = time.perf_counter()
+        direct = self._direct
+        if direct is not None and direct.finish(data, self._direct_head if head is not None else None):
+            self._head = None
+            return
         body = {"type": "http.response.body", "body": data, "more_body": False}
-        if self._head is None:
+        if head is None:
             await self.send(body)
         else:
             await self._send_head_with(body)
 
     async def _send_head_with(self, body: Message) -> None:
-        """The head and the first bytes in one write, not two: the client then wakes once for both.
-        Sent apart, the client (woken on this CPU by the head) ran before the first chunk was written:
-        +0.27 ms to the time to first token at c=1 in the benchmark. Collecting the server's two writes
-        costs no system call (TCP_CORK, used before, took two setsockopt calls: ~40 us at c=1)."""
         head, self._head = self._head, None
         assert head is not None
-        if body["body"]:
-            self.first_byte_at = time.perf_counter()
-        # uvicorn's `send` is a method of its request cycle, which writes each message to
-        # `cycle.transport` at once: for these two, the cycle's transport is a collector. (Inline, not a
-        # context manager: this runs on a stream's first chunk, mostly on a CPU just woken from idle,
-        # where contextlib's machinery alone took 20-80 us.) Any other ASGI server: two plain sends.
-        cycle = getattr(self.send, "__self__", None)
-        transport = getattr(cycle, "transport", None)
-        if transport is None or not callable(getattr(transport, "write", None)):
-            await self.send(head)
-            await self.send(body)
-            return
-        collector = cycle.transport = _WriteCollector(transport)  # type: ignore[union-attr]
-        try:
-            await self.send(head)
-            await self.send(body)
-        finally:
-            cycle.transport = transport  # type: ignore[union-attr]
-            collector.flush()
+        await self.send(head)
+        await self.send(body)
 
     async def fail(self, error: ApiError) -> None:
         """The error as an envelope, or as one closing `data: {"error": ...}` event once streaming."""
@@ -186,29 +189,6 @@ class Exchange:
             self._completing()
             self.status = error.status
             await send_error(self.send, error, [*self.headers, self.timing()])
-
-
-class _WriteCollector:
-    """A transport stand-in that keeps writes until `flush`; anything else flushes, then passes through
-    (uvicorn closes the transport after the last body of a connection that does not keep alive)."""
-
-    __slots__ = ("_parts", "_transport")
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def flush(self) -> None:
-        parts, self._parts = self._parts, []
-        if parts:
-            self._transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
-
-    def __getattr__(self, name: str) -> Any:
-        self.flush()
-        return getattr(self._transport, name)
 
 
 class DisconnectWatch:
