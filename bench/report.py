@@ -222,6 +222,22 @@ def scaling_lines(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
+def probe_lines(f: dict[str, Any]) -> list[str]:
+    """The machine's speed at the start and end of the run (bench/probe.py): read the figures by it."""
+    found = f.get("probe", {})
+    parts = []
+    for when in ("start", "end"):
+        p = found.get(when)
+        if p:
+            parts.append(
+                f"{when}: warm {p['warm_us']:.0f} us, after 1 ms idle {p['after_1ms_idle_us']:.0f} us, "
+                f"after 10 ms idle {p['after_10ms_idle_us']:.0f} us"
+            )
+    if not parts:
+        return []
+    return ["", "Machine probe (bench/probe.py; lower is faster): " + "; ".join(parts) + "."]
+
+
 def markdown(results: Results) -> str:
     status = {True: "met", False: "NOT met", None: ""}
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(results.started))
@@ -235,6 +251,7 @@ def markdown(results: Results) -> str:
         cells = [row.figure, row.direct, row.bastion, row.value, row.target, status[row.met]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += scaling_lines(results.figures)
+    lines += probe_lines(results.figures)
     bastion_runs = [r for r in results.runs if "direct" not in r.label]
     lines += [
         "",

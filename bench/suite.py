@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import gateway as gw
 from bench import wrk
+from bench.probe import probe
 from bench.upstreams import Upstream, start_nginx, start_paced, start_relay
 
 CHAT = "/v1/chat/completions"
@@ -189,6 +190,7 @@ class Suite:
         def wanted(name: str) -> bool:
             return only is None or name in only
 
+        self.results.figures["probe"] = {"start": probe()}
         self.setup()
         one = self.start_gateway(1)
         self.results.figures["rss_start_bytes"] = figures.rss_of(one)
@@ -213,6 +215,7 @@ class Suite:
             self.warm(two)
             figures.throughput_c32(self, two)
             self.stop_gateway(two)
+        self.results.figures["probe"]["end"] = probe()
 
 
 FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak", "w2")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, rawstream, report, wrk
+from bench import compare, probe, rawstream, report, wrk
 from bench.payloads import chat_body, completion_json, sse_body
 from bench.suite import Results
 from bench.upstreams import _nginx_quote, _split_events
@@ -92,6 +92,22 @@ def test_report_marks_each_target() -> None:
     assert met["RSS per open stream (KiB)"] is True
     assert met["RSS growth 5 -> 20 requests"] is True
     assert "| p99 latency @ c=1, 1 worker (ms) |" in report.markdown(results)
+    assert "Machine probe" not in report.markdown(results)
+    results.figures["probe"] = {
+        "start": {"warm_us": 101.2, "after_1ms_idle_us": 190.0, "after_10ms_idle_us": 655.4},
+        "end": {"warm_us": 99.0, "after_1ms_idle_us": 180.0, "after_10ms_idle_us": 600.0},
+    }
+    assert "start: warm 101 us, after 1 ms idle 190 us, after 10 ms idle 655 us; end: warm 99 us" in (
+        report.markdown(results)
+    )
+
+
+def test_the_machine_probe_times_the_same_work_warm_and_after_idling() -> None:
+    run = probe._workload()
+    assert run() == run() > 0  # the same work every time
+    figures = probe.probe(samples=3)
+    assert set(figures) == {"warm_us", "after_1ms_idle_us", "after_10ms_idle_us"}
+    assert all(value > 0 for value in figures.values())
 
 
 def _free_port() -> int:
