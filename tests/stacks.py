@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
+import redis
 import yaml
 from conftest import Gateway, gateway_models_file, start_gateway, stop_gateway
 from provision import (
@@ -153,6 +154,19 @@ def drop_stack(stack: Stack) -> None:
     stack.stop()
     if stack.name == "shared":
         drop_postgres_database(stack.database)
+    if stack.redis_url:
+        delete_redis_keys(stack.redis_url, stack.redis_prefix)
+
+
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """The stack's keys go with it: the machine's Redis is shared with later runs (and CI's)."""
+    client = redis.Redis.from_url(url)
+    try:
+        names = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(names), 500):
+            client.delete(*names[start : start + 500])
+    finally:
+        client.close()
 
 
 def poll(check: Callable[[], T | None], timeout: float, step: float = 0.05) -> T | None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import Gateway, gateway_models_file, start_gateway, stop_gateway
 from provision import REDIS_URL, account_with_key, migrated, run, sqlite_url
+from stacks import delete_redis_keys
 from upstream import MockUpstream
 
 
@@ -65,11 +66,12 @@ def test_two_workers_serve_the_same_routes(
     database = sqlite_url(tmp_path)
     run(migrated(database))
     _, _, key = run(account_with_key(database, "workers", 10**15))
+    prefix = f"test-{secrets.token_hex(4)}:"
     env = {
         "BASTION_WORKERS": "2",
         "BASTION_DATABASE_URL": database,
         "BASTION_REDIS_URL": REDIS_URL,
-        "BASTION_REDIS_PREFIX": f"test-{secrets.token_hex(4)}:",
+        "BASTION_REDIS_PREFIX": prefix,
     }
     server: Gateway = start_gateway(config, tmp_path / "log", env)
     try:
@@ -89,3 +91,4 @@ def test_two_workers_serve_the_same_routes(
         assert answers == {f"echo: {i}" for i in range(8)}
     finally:
         stop_gateway(server)
+        delete_redis_keys(REDIS_URL, prefix)

@@ -19,7 +19,7 @@ import yaml
 from conftest import PROVIDER_KEY, gateway_models_file
 from provision import REDIS_URL, account_with_key, create_postgres_database, drop_postgres_database, migrated
 from sqlalchemy import event
-from stacks import Stack, drop_stack, make_stack, poll
+from stacks import Stack, delete_redis_keys, drop_stack, make_stack, poll
 from upstream import MockUpstream
 
 from bastion.api.app import BastionApp
@@ -142,16 +142,12 @@ async def test_a_warm_key_costs_no_sql_and_two_redis_round_trips(
 ) -> None:
     monkeypatch.setenv("BASTION_TEST_UPSTREAM_KEY", PROVIDER_KEY)
     database = create_postgres_database()
+    prefix = f"hot-{secrets.token_hex(4)}:"
     try:
         await migrated(database)
         _, _, key = await account_with_key(database, "hot", NANO_PER_USD)
         config = _models_file(upstream, blackhole_port, tmp_path)
-        settings = Settings(
-            config=config,
-            database_url=database,
-            redis_url=REDIS_URL,
-            redis_prefix=f"hot-{secrets.token_hex(4)}:",
-        )
+        settings = Settings(config=config, database_url=database, redis_url=REDIS_URL, redis_prefix=prefix)
         app = BastionApp(settings, load_catalog(config))
         await app.startup()
         try:
@@ -160,6 +156,7 @@ async def test_a_warm_key_costs_no_sql_and_two_redis_round_trips(
             await app.shutdown()
     finally:
         drop_postgres_database(database)
+        delete_redis_keys(REDIS_URL, prefix)
 
 
 async def _measure(app: BastionApp, key: str) -> None:
