@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 from metrics_scrape import scrape, value
-from stacks import Stack, running_stack
+from stacks import Stack, drop_stack, running_stack
 from upstream import MockUpstream
 
 from bastion.metrics import FLUSH_SECONDS
@@ -121,10 +121,7 @@ def test_two_workers_add_their_figures_up(
         for _ in range(4):  # whichever worker answers, the totals are everyone's
             assert total() - before == 20
     finally:
-        stack.stop()
-        from provision import drop_postgres_database
-
-        drop_postgres_database(stack.database)
+        drop_stack(stack)
 
 
 def test_tallies_land_in_the_buckets_prometheus_would_use() -> None:

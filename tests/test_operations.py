@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis
 from conftest import Gateway, free_port
-from provision import drop_postgres_database
-from stacks import Stack, running_stack
+from provision import REDIS_URL, drop_postgres_database
+from stacks import Stack, delete_redis_keys, running_stack
 from upstream import MockUpstream
 
 from bastion.money import NANO_PER_USD
@@ -90,6 +90,7 @@ def test_readyz_names_what_is_down(
     finally:
         stack.stop()
         drop_postgres_database(stack.database)
+        delete_redis_keys(REDIS_URL, stack.redis_prefix)  # written before the stack moved to its own Redis
 
 
 def test_requests_get_503_while_redis_is_down_and_work_again_when_it_is_back(
@@ -146,6 +147,7 @@ def test_requests_get_503_while_redis_is_down_and_work_again_when_it_is_back(
     finally:
         stack.stop()
         drop_postgres_database(stack.database)
+        delete_redis_keys(REDIS_URL, stack.redis_prefix)  # written before the stack moved to its own Redis
 
 
 def test_idle_client_connections_are_kept_for_the_keepalive_setting(
