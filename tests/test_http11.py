@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from bastion.proxy.http11 import Http11Pool, UpstreamFailure
+from bastion.proxy.http11.prepared import PreparedPost
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -444,6 +445,14 @@ async def test_a_prepared_request_leaves_only_when_sent_and_an_unsent_one_gives_
     assert server.connections == 1
 
 
+async def _prepared_after_one_answer(upstream: Http11Pool) -> PreparedPost:
+    """A request answered (its connection pooled), then one prepared on that connection."""
+    assert await (await upstream.post("/x", [], b"{}")).read() == b"{}"
+    prepared = upstream.prepare("/x", [], b"{}")
+    assert prepared is not None
+    return prepared
+
+
 async def test_a_prepared_request_cancelled_after_sending_closes_its_connection() -> None:
     """Sent, then not taken up (the request's task ended first): the connection is closed, so the
     upstream stops working on it."""
@@ -461,9 +470,7 @@ async def test_a_prepared_request_cancelled_after_sending_closes_its_connection(
 
     async with Server(hold) as server:
         upstream = pool(server.url)
-        assert await (await upstream.post("/x", [], b"{}")).read() == b"{}"
-        prepared = upstream.prepare("/x", [], b"{}")
-        assert prepared is not None
+        prepared = await _prepared_after_one_answer(upstream)
         prepared.send()
         await asyncio.wait_for(got_request.wait(), 2)
         prepared.cancel()
@@ -486,9 +493,7 @@ async def test_a_prepared_request_whose_connection_closed_meanwhile_goes_on_a_fr
 
     async with Server(answer_then_close_on_cue) as server:
         upstream = pool(server.url)
-        assert await (await upstream.post("/x", [], b"{}")).read() == b"{}"
-        prepared = upstream.prepare("/x", [], b"{}")
-        assert prepared is not None
+        prepared = await _prepared_after_one_answer(upstream)
         close_now.set()
         deadline = asyncio.get_running_loop().time() + 2
         while not prepared._connection.lost:  # the close reached the client side

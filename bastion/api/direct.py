@@ -64,13 +64,9 @@ class DirectStream:
         cycle = self._cycle
         if cycle.disconnected:
             return True  # as uvicorn's `send` does: nothing to write to
-        if cycle.flow.write_paused or cycle.response_complete:
-            return False
-        out = self._started(head) if head is not None else self._going_on()
+        out = self._framed(data, head)
         if out is None:
             return False
-        if data:
-            out += b"%x\r\n%s\r\n" % (len(data), data)
         if out:
             cycle.transport.write(out)
         return True
@@ -79,13 +75,9 @@ class DirectStream:
         """The last chunk and the end of the body in one write, then the response is complete for
         uvicorn (as its `send` completes it). False if it must go through `send` instead."""
         cycle = self._cycle
-        if cycle.disconnected or cycle.flow.write_paused or cycle.response_complete:
-            return False
-        out = self._started(head) if head is not None else self._going_on()
+        out = None if cycle.disconnected else self._framed(data, head)
         if out is None:
             return False
-        if data:
-            out += b"%x\r\n%s\r\n" % (len(data), data)
         cycle.transport.write(out + b"0\r\n\r\n")
         cycle.response_complete = True
         cycle.message_event.set()
@@ -94,9 +86,20 @@ class DirectStream:
         cycle.on_response()
         return True
 
-    def _going_on(self) -> bytes | None:
-        """Nothing to write before a chunk of a started chunked body; None if it is not one."""
-        return b"" if self._cycle.response_started and self._cycle.chunked_encoding else None
+    def _framed(self, data: bytes, head: bytes | None) -> bytes | None:
+        """`head` if given (the response starts here), then `data` as a chunk: the bytes to write. None
+        if they must go through `send` instead: writing paused, the response complete, or not a started
+        chunked body."""
+        cycle = self._cycle
+        if cycle.flow.write_paused or cycle.response_complete:
+            return None
+        if head is not None:
+            out = self._started(head)
+        else:
+            out = b"" if cycle.response_started and cycle.chunked_encoding else None
+        if out is None or not data:
+            return out
+        return out + b"%x\r\n%s\r\n" % (len(data), data)
 
     def _started(self, head: bytes) -> bytes | None:
         """The head to write first, with its framing lines; None if the response already started (or a

@@ -194,18 +194,17 @@ class Http11Pool:
             self._discard(connection)
             return
         connection.idle_since = asyncio.get_running_loop().time()
-        self._idle.append(connection)
-        for reuser in self._reusers:
-            if not reuser.done():
-                reuser.set_result(None)
-                return
-        self._wake_one()
+        self._make_idle(connection)
 
     def _release_unused(self, connection: _Connection) -> None:
         """A connection taken for a request that was never sent: idle again, as it was."""
         if self.closed or connection.lost:
             self._discard(connection)
             return
+        self._make_idle(connection)
+
+    def _make_idle(self, connection: _Connection) -> None:
+        """Pooled, and handed to a request waiting for one (one waiting briefly first)."""
         self._idle.append(connection)
         for reuser in self._reusers:
             if not reuser.done():

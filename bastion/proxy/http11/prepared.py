@@ -24,7 +24,7 @@ class PreparedPost:
     `response` awaits its answer's headers, `cancel` gives the connection back unused (or, once the
     request was written, closes it so the upstream stops)."""
 
-    __slots__ = ("_body", "_connection", "_error", "_head", "_pool", "_response", "_taken", "done")
+    __slots__ = ("_body", "_connection", "_done", "_error", "_head", "_pool", "_response", "_taken")
 
     def __init__(self, pool: Http11Pool, connection: _Connection, head: bytes, body: bytes) -> None:
         self._pool = pool
@@ -34,17 +34,13 @@ class PreparedPost:
         self._response: Http11Response | None = None
         self._error: _Stale | None = None
         self._taken = False  # `response` was called: the answer is the caller's from then on
-        self.done = False  # sent or cancelled
-
-    @property
-    def sent(self) -> bool:
-        return self._response is not None or self._error is not None
+        self._done = False  # sent or cancelled
 
     def send(self) -> None:
         """Write the request now (from an event-loop callback: never raises)."""
-        if self.done:
+        if self._done:
             return
-        self.done = True
+        self._done = True
         try:
             self._response = self._connection.begin(self._head, self._body, self._pool.read_timeout)
         except _Stale as stale:  # closed while idle: `response` sends it again on a fresh connection
@@ -76,8 +72,8 @@ class PreparedPost:
         if self._taken:
             return
         self._taken = True
-        if not self.done:
-            self.done = True
+        if not self._done:
+            self._done = True
             self._pool._release_unused(self._connection)
         elif self._response is not None:
             self._response.abort()
