@@ -74,6 +74,10 @@ def request_too_large(limit: int) -> ApiError:
     )
 
 
+def request_header_too_large(message: str) -> ApiError:
+    return ApiError(431, "request_header_too_large", "invalid_request_error", message)
+
+
 def upstream_error(message: str) -> ApiError:
     return ApiError(502, "upstream_error", "upstream_error", message)
 

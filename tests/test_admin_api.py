@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -114,3 +115,36 @@ def test_duplicate_names_are_409(api: httpx.Client) -> None:
     assert api.post("/accounts", json={"name": "twice"}).status_code == 201
     response = api.post("/accounts", json={"name": "twice"})
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+
+
+def test_every_answer_carries_server_timing(admin: Stack) -> None:
+    """Not only the proxied routes: operations, the admin API, unknown routes and wrong methods."""
+    root = admin.gateway.root
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = {
+        "healthz": httpx.get(root + "/healthz"),
+        "readyz": httpx.get(root + "/readyz"),
+        "metrics": httpx.get(root + "/metrics"),
+        "openapi": httpx.get(root + "/openapi.json"),
+        "404": httpx.get(root + "/no/such/route"),
+        "405": httpx.delete(root + "/healthz"),
+        "405 on /v1": httpx.get(root + "/v1/chat/completions"),
+        "admin": httpx.get(root + "/admin/v1/accounts", headers=auth),
+        "admin 401": httpx.get(root + "/admin/v1/accounts"),
+        "admin 400": httpx.post(root + "/admin/v1/accounts", headers=auth, json={"name": ""}),
+    }
+    statuses = {name: response.status_code for name, response in answers.items()}
+    assert statuses == {
+        "healthz": 200,
+        "readyz": 200,
+        "metrics": 200,
+        "openapi": 200,
+        "404": 404,
+        "405": 405,
+        "405 on /v1": 405,
+        "admin": 200,
+        "admin 401": 401,
+        "admin 400": 400,
+    }
+    timings = {name: response.headers.get("server-timing", "") for name, response in answers.items()}
+    assert all(re.fullmatch(r"gateway;dur=\d+\.\d\d", timing) for timing in timings.values()), timings

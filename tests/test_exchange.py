@@ -6,60 +6,10 @@ through ASGI's `send`. Both must put the same bytes on the wire."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
+from uvicorn_harness import serve_one as _serve_one
 
 from bastion.api.asgi import Receive, Scope, Send
 from bastion.api.exchange import Exchange
-
-
-class RecordingTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        pass
-
-
-async def _serve_one(app: Any, request: bytes, access_log: bool = False) -> list[bytes]:
-    config = uvicorn.Config(
-        app, http="httptools", lifespan="off", proxy_headers=False, log_level="error", access_log=access_log
-    )
-    config.load()
-    state = ServerState()
-    protocol = HttpToolsProtocol(config, state, app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(request)
-    async with asyncio.timeout(5):
-        while state.tasks:
-            await asyncio.gather(*state.tasks)
-    protocol.connection_lost(None)
-    return transport.writes
 
 
 async def test_a_streams_head_leaves_with_its_first_bytes_in_one_write() -> None:

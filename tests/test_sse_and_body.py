@@ -1,15 +1,14 @@
-"""Unit tests of the byte-level pieces: SSE framing, the stream relay, model rewrite and restore."""
+"""Unit tests of the byte-level pieces: SSE framing, the stream relay, model restore (the rewrite of the
+body sent upstream: tests/test_members.py)."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 
-import orjson
 import pytest
 
 from bastion.config import Deployment, ModelConfig, Price, ProviderConfig
-from bastion.proxy.body import rewrite_model
 from bastion.proxy.providers import MockProvider
 from bastion.proxy.routing import ModelNameRestorer, Route, Target
 from bastion.proxy.sse import SSEFramer, event_data
@@ -119,28 +118,3 @@ def test_stream_relay_adds_done_when_missing() -> None:
     relay = StreamRelay(_route())
     assert relay.feed(b'data: {"x":1}\n\n') == b'data: {"x":1}\n\n'
     assert relay.finish() == b"data: [DONE]\n\n"
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'{"model":"pub","messages":[]}',
-        b'{ "messages": [], "model" : "pub" , "temperature": 1.0e0, "big": 123456789012345678901234 }',
-        b'{"model":"pub","tools":[{"parameters":{"properties":{"model":{"type":"string"}}}}],"n":1.50}',
-        b'{"model":"pub","messages":[{"role":"user","content":"\\"model\\": \\"pub\\""}]}',
-    ],
-)
-def test_rewrite_model_changes_only_the_top_level_model(raw: bytes) -> None:
-    body = orjson.loads(raw)
-    rewritten = rewrite_model(raw, body, "upstream/name")
-    original = json.loads(raw)
-    original["model"] = "upstream/name"
-    assert json.loads(rewritten) == original
-    if raw.count(b'"model"') == 1 or b'\\"model' in raw:
-        # a single model key: spliced, every other byte as the client sent it
-        assert rewritten == raw.replace(b'"pub"', b'"upstream/name"', 1)
-
-
-def test_rewrite_model_with_the_same_name_is_the_original_bytes() -> None:
-    raw = b'{"model" : "same", "x": 1.0e0}'
-    assert rewrite_model(raw, orjson.loads(raw), "same") is raw

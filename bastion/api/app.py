@@ -12,6 +12,7 @@ import hmac
 import logging
 import signal
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ class BastionApp:
                     scope, receive, send, path[len("/v1/models/") :] if path != "/v1/models" else None
                 )
             elif endpoint is None:
-                await self.web(scope, receive, _with_request_id(send, request_id_for(scope)))
+                await self.web(scope, receive, _with_edge_headers(send, request_id_for(scope)))
             elif scope["method"] == "POST":
                 await self.gateway.handle(endpoint, scope, receive, send)
             else:
@@ -195,15 +196,23 @@ _SPEECH_ELSEWHERE = ApiError(
 )
 
 
-def _with_request_id(send: Send, request_id: str) -> Send:
+def _with_edge_headers(send: Send, request_id: str) -> Send:
+    """What every answer carries, on the routes FastAPI serves too: the request id and Bastion's time
+    (Server-Timing, up to the head: these answers are not streamed)."""
     encoded = request_id.encode("ascii")
+    started = time.perf_counter()
 
-    async def send_with_id(message: Message) -> None:
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
+            timing = f"gateway;dur={(time.perf_counter() - started) * 1000:.2f}".encode()
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", encoded),
+                (b"server-timing", timing),
+            ]
         await send(message)
 
-    return send_with_id
+    return send_with_headers
 
 
 def _envelope(error: ApiError) -> Response:

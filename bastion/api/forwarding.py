@@ -12,6 +12,7 @@ from bastion.api.exchange import Exchange
 from bastion.billing import Admitting
 from bastion.proxy.body import upstream_body, wants_stream_usage, without_model
 from bastion.proxy.dispatch import Dispatcher, Prepared
+from bastion.proxy.members import Members
 from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.relay import StreamRelay
 from bastion.proxy.routing import Route, Target
@@ -28,6 +29,7 @@ class Forwarding:
         "candidates",
         "endpoint",
         "exchange",
+        "members",
         "prepared",
         "raw",
         "route",
@@ -41,10 +43,12 @@ class Forwarding:
         route: Route,
         raw: bytes,
         body: dict[str, Any],
+        members: Members,
         exchange: Exchange,
         candidates: list[Target],
     ) -> None:
         self.endpoint, self.route, self.raw, self.body, self.exchange = endpoint, route, raw, body, exchange
+        self.members = members
         self.candidates = candidates
         self.stream = endpoint.streams and body.get("stream") is True
         # Billing needs the stream's usage; if the client did not ask for it, ask and hide it.
@@ -69,9 +73,11 @@ class Forwarding:
     def _request(self, target: Target) -> UpstreamRequest:
         upstream_model = target.deployment.model
         if self.endpoint.model_in_body:
-            wire = upstream_body(self.raw, self.body, upstream_model, self.ask_usage)
+            wire = upstream_body(
+                self.raw, self.members, self.body, upstream_model, self.stream, self.ask_usage
+            )
         else:
-            wire = without_model(self.raw, self.body)
+            wire = without_model(self.raw, self.members)
         return UpstreamRequest(
             path=self.endpoint.upstream_path,
             body=wire,

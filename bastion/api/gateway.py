@@ -44,6 +44,7 @@ from bastion.errors import (
     service_unavailable,
 )
 from bastion.proxy.dispatch import Dispatcher, Opened
+from bastion.proxy.members import DuplicateKey, Members
 from bastion.proxy.providers import UpstreamRequest
 from bastion.proxy.routing import Route, Router, Target
 
@@ -145,7 +146,7 @@ class Gateway:
         exchange.endpoint = endpoint.kind
         principal = await self.authenticator.authenticate(header(exchange.scope, b"authorization"))
         exchange.principal = principal
-        raw, body = await self._parse_body(exchange)
+        raw, body, members = await self._parse_body(exchange)
         model_id = require_model(body) if endpoint.model_in_body else self._optional_model(body, endpoint)
         endpoint.check(body)
         if not principal.may_use(model_id):
@@ -157,7 +158,7 @@ class Gateway:
         )
         # While the shared state decides, the request for the first deployment is made ready, to leave
         # the moment the admission's answer arrives.
-        plan = Forwarding(endpoint, route, raw, body, exchange, self.router.candidates(route))
+        plan = Forwarding(endpoint, route, raw, body, members, exchange, self.router.candidates(route))
         plan.prepare(self.dispatcher, admitting)
         try:
             async with self._admitted(admitting, exchange) as outcome:
@@ -247,7 +248,7 @@ class Gateway:
             raise model_not_found("(none)", f"is not set and no model serves the {endpoint.kind} endpoint")
         return default
 
-    async def _parse_body(self, exchange: Exchange) -> tuple[bytes, dict[str, Any]]:
+    async def _parse_body(self, exchange: Exchange) -> tuple[bytes, dict[str, Any], Members]:
         require_json_content_type(exchange.scope)
         raw = await read_body(exchange.scope, exchange.receive, self.max_body_bytes)
         if not raw.strip():
@@ -258,7 +259,15 @@ class Gateway:
             raise invalid_request("The request body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise invalid_request("The request body must be a JSON object.")
-        return raw, body
+        try:
+            members = Members.of(raw, len(body))
+        except DuplicateKey as duplicate:
+            # Parsers disagree on which of the two counts: what Bastion checks and bills, and what the
+            # upstream reads, could be different requests.
+            raise invalid_request(
+                f"The request body has the top-level key '{duplicate.name}' more than once.", duplicate.name
+            ) from None
+        return raw, body, members
 
     async def _forward(self, plan: Forwarding, outcome: Outcome) -> None:
         endpoint, route, exchange = plan.endpoint, plan.route, plan.exchange

@@ -20,6 +20,9 @@ MAX_FIELD_BYTES = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 COPY_BLOCK = 256 * 1024
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+# Fields Bastion decides on (routing and billing, how the answer is read): sent twice, Bastion and the
+# upstream could each take a different one. Others may repeat (`timestamp_granularities[]`).
+SINGLE_FIELDS = frozenset({"model", "response_format"})
 
 
 class Upload:
@@ -44,6 +47,7 @@ class Upload:
     async def _read_form(self) -> None:
         while (head := await self.reader.next_part()) is not None:
             if head.filename is None:
+                self._refuse_repeated(head)
                 (self.after if self.file else self.before).append(
                     (head, await self.reader.read_part(MAX_FIELD_BYTES))
                 )
@@ -111,9 +115,17 @@ class Upload:
         while (head := await self.reader.next_part()) is not None:
             if head.filename is not None:
                 raise invalid_request("Send exactly one file, in the form field 'file'.", "file")
+            self._refuse_repeated(head)
             value = await self.reader.read_part(MAX_FIELD_BYTES)
+            self.after.append((head, value))
             yield self._part(head, model if head.name == "model" else value)
         yield b"--" + self.boundary + b"--\r\n"
+
+    def _refuse_repeated(self, head: PartHead) -> None:
+        if head.name in SINGLE_FIELDS and any(
+            seen.name == head.name for seen, _ in (*self.before, *self.after)
+        ):
+            raise invalid_request(f"The form field '{head.name}' is sent more than once.", head.name)
 
     def _part(self, head: PartHead, value: bytes) -> bytes:
         return b"--" + self.boundary + b"\r\n" + head.raw + b"\r\n\r\n" + value + b"\r\n"

@@ -92,6 +92,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from bastion.api.http_protocol import BoundedHttpToolsProtocol
+
     app: object = (
         "bastion.api.app:create_app"
         if settings.workers > 1
@@ -104,7 +106,7 @@ def serve_command(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # uvicorn's httptools protocol, its request heads bounded
         lifespan="on",
         access_log=False,  # Bastion writes its own, one JSON line per request
         log_level=settings.log_level.lower(),

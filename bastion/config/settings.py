@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         26 * 1024 * 1024, ge=1024, description="Largest multipart upload (a 25 MiB audio file and its form)."
     )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request line and headers; larger gets 431."
+    )
+    max_headers: int = Field(100, ge=8, description="Most request headers; more gets 431.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long a client may take to send its request line and headers."
+    )
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may take to finish."

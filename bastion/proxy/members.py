@@ -1,0 +1,171 @@
+"""Where the members of a JSON object lie in its bytes: the top-level keys, as a JSON parser reads them.
+
+Bastion decides on some top-level fields (`model`, `stream`, `max_tokens`...) from the parsed body and
+forwards the client's bytes. Both must mean the same request, so the bytes are read the way a parser
+reads them, not by looking for `"model":`: strings are skipped whole (so an escaped quote inside one is
+not an end), brackets are counted (so a `model` nested in a tool schema is not top-level), and a key is
+compared decoded (so `"mod\\u0065l"` is `model`). A top-level key written twice is refused: parsers
+disagree on which one counts (orjson keeps the last, others the first), so what Bastion checked and
+bills could differ from what the upstream reads.
+
+The scan runs on bytes orjson has already accepted as one JSON object, so it checks no syntax. One
+regular expression (in C) matches whole top-level members, values nested up to 8 deep included: a
+chat body is a handful of matches. Deeper values are read token by token instead.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import chain
+from typing import Any
+
+import orjson
+
+_STRING = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_NESTED = rb'[\[{](?:[^\[\]{}"]++|' + _STRING + rb")*+[\]}]"
+for _ in range(7):
+    _NESTED = rb'[\[{](?:[^\[\]{}"]++|' + _STRING + rb"|" + _NESTED + rb")*+[\]}]"
+# Leading space, key, colon, value (a string, a container, a number or literal), space and `,` or `}`.
+_MEMBER = re.compile(
+    rb"(\s*+)(" + _STRING + rb")(\s*+:\s*+)(" + _STRING + rb"|" + _NESTED + rb"|[-+.0-9A-Za-z]++)(\s*+[,}])"
+)
+# For the deeper bodies: a string (with the colon after it when it is a key), or a bracket.
+_TOKEN = re.compile(rb"(" + _STRING + rb")(\s*+:\s*+)?|([{\[])|[}\]]")
+_KEY, _OPEN = 2, 3  # `lastindex` of a key token, of an opening bracket
+_SPACE = b" \t\r\n"
+_CLOSE = ord("}")
+
+Span = tuple[int, int, int, int]  # key start, key end, value start, value end
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class Members:
+    """The top-level members of one JSON object body, in order: where each key and value lies.
+
+    `close` is the offset of the object's closing brace."""
+
+    __slots__ = ("_found", "_spans", "_start", "close")
+
+    def __init__(
+        self, close: int, spans: dict[str, Span] | None, found: list[Any] | None, start: int
+    ) -> None:
+        self.close = close
+        self._spans = spans  # key (decoded) -> its span, or made from `_found` when asked for
+        self._found = found  # the member matches (lead, key, colon, value, tail), tiling from `_start`
+        self._start = start
+
+    @classmethod
+    def of(cls, raw: bytes, count: int) -> Members:
+        """The members of `raw`, a JSON object orjson parsed into `count` keys; DuplicateKey if a
+        top-level key repeats."""
+        # One match per member, when they tile the object (else a value is nested deeper).
+        start = raw.find(b"{") + 1
+        found = _MEMBER.findall(raw, start)
+        end = start + sum(map(len, chain.from_iterable(found)))
+        # Matches that skipped nothing end right after the closing brace, with only space after it.
+        if not found or raw[end - 1] != _CLOSE or raw[end:].strip(_SPACE):
+            return _by_tokens(raw)
+        members = cls(end - 1, None, found, start)
+        if len(found) != count:  # orjson kept one of each: some key was written twice
+            members.spans  # noqa: B018 - raises DuplicateKey
+        return members
+
+    @property
+    def spans(self) -> dict[str, Span]:
+        """Every member's span, by its decoded key."""
+        if self._spans is None:
+            spans: dict[str, Span] = {}
+            at = self._start
+            for lead, key, colon, value, tail in self._found or ():
+                key_start = at + len(lead)
+                value_start = key_start + len(key) + len(colon)
+                _add(
+                    spans,
+                    _name(key),
+                    (key_start, value_start - len(colon), value_start, value_start + len(value)),
+                )
+                at = value_start + len(value) + len(tail)
+            self._spans = spans
+        return self._spans
+
+    def span(self, name: str) -> Span | None:
+        """The span of member `name`: the first members only are measured when it is among them."""
+        if self._spans is not None or self._found is None:
+            return self.spans.get(name)
+        quoted = b'"' + name.encode() + b'"'
+        at = self._start
+        for lead, key, colon, value, tail in self._found:
+            key_start = at + len(lead)
+            value_start = key_start + len(key) + len(colon)
+            if key == quoted:
+                return key_start, value_start - len(colon), value_start, value_start + len(value)
+            if b"\\" in key:
+                return self.spans.get(name)  # escaped keys: compared decoded
+            at = value_start + len(value) + len(tail)
+        return None
+
+    def member_span(self, name: str) -> tuple[int, int]:
+        """The bytes to cut to remove member `name` with one of the commas beside it."""
+        spans = self.spans
+        keys = list(spans)
+        at = keys.index(name)
+        start, _, _, end = spans[name]
+        if at + 1 < len(keys):
+            return start, spans[keys[at + 1]][0]  # through the comma, up to the next key
+        if at > 0:
+            return spans[keys[at - 1]][3], end  # from the comma after the previous value
+        return start, end
+
+
+def _by_tokens(raw: bytes) -> Members:
+    keys: list[tuple[str, int, int, int]] = []
+    depth = 0
+    for token in _TOKEN.finditer(raw):
+        kind = token.lastindex
+        if kind == _KEY:
+            if depth == 1:
+                start, end = token.span(1)
+                keys.append((_name(token.group(1)), start, end, token.end()))
+        elif kind == _OPEN:
+            depth += 1
+        elif kind is None:  # a closing bracket
+            depth -= 1
+            if depth == 0:
+                return _members_from_keys(raw, keys, token.start())
+    raise ValueError("not a JSON object")  # orjson accepted it, so this is a bug
+
+
+def _members_from_keys(raw: bytes, keys: list[tuple[str, int, int, int]], close: int) -> Members:
+    """Each value ends before the space, comma and space that precede the next key (or the brace)."""
+    spans: dict[str, Span] = {}
+    for at, (name, key_start, key_end, value_start) in enumerate(keys):
+        end = keys[at + 1][1] if at + 1 < len(keys) else close
+        end = _back_over_space(raw, end)
+        if at + 1 < len(keys):
+            end = _back_over_space(raw, end - 1)  # the comma
+        _add(spans, name, (key_start, key_end, value_start, end))
+    return Members(close, spans, None, 0)
+
+
+def _back_over_space(raw: bytes, end: int) -> int:
+    while raw[end - 1] in _SPACE:
+        end -= 1
+    return end
+
+
+def _add(spans: dict[str, Span], name: str, span: Span) -> None:
+    if name in spans:
+        raise DuplicateKey(name)
+    spans[name] = span
+
+
+def _name(key: bytes) -> str:
+    if b"\\" in key:
+        decoded: str = orjson.loads(key)
+        return decoded
+    return key[1:-1].decode()

@@ -1,0 +1,128 @@
+"""The uvicorn internals Bastion builds on, checked so that an upgrade cannot silently corrupt a stream.
+
+bastion/api/direct.py writes streams to uvicorn's `RequestResponseCycle` and keeps its state as its own
+`send` does; bastion/api/http_protocol.py subclasses its httptools protocol and replaces its
+`data_received`. Both were verified against the uvicorn versions pyproject allows. These tests fail when
+the installed uvicorn leaves that range, when the code they mirror changes (a fingerprint of its source),
+when an attribute they touch is gone, or when the bytes they write differ from uvicorn's own `send`.
+When one fails after an upgrade: read the new uvicorn code against direct.py and http_protocol.py, fix
+them, then update the range and the fingerprints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from packaging.requirements import Requirement
+from uvicorn.protocols.http import httptools_impl
+from uvicorn_harness import serve
+
+from bastion.api.asgi import Receive, Scope, Send
+from bastion.api.direct import DirectStream
+from bastion.api.exchange import Exchange
+from bastion.api.http_protocol import BoundedHttpToolsProtocol
+
+# sha256 (first 16 hex digits) of the source of what Bastion mirrors or overrides, as verified.
+FINGERPRINTS = {
+    "HttpToolsProtocol.__init__": "4f08999410347141",
+    "HttpToolsProtocol.connection_made": "6efb565ff3d36b91",
+    "HttpToolsProtocol.data_received": "010a7ae59a5d3b1a",
+    "HttpToolsProtocol.on_message_begin": "96d377fdc7c2baef",
+    "HttpToolsProtocol.on_headers_complete": "1ea8589acfad92d8",
+    "HttpToolsProtocol.on_message_complete": "1fbad42dc31fc01f",
+    "HttpToolsProtocol._unset_keepalive_if_required": "00a6a4e47214e68e",
+    "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
+    "RequestResponseCycle.__init__": "4d2f220910c33c12",
+    "RequestResponseCycle.send": "abdd8601b326a8da",
+}
+CYCLE_ATTRIBUTES = [
+    "scope",
+    "transport",
+    "flow",
+    "default_headers",
+    "message_event",
+    "on_response",
+    "access_log",
+    "disconnected",
+    "keep_alive",
+    "waiting_for_100_continue",
+    "response_started",
+    "response_complete",
+    "chunked_encoding",
+    "expected_content_length",
+]
+PROTOCOL_ATTRIBUTES = [
+    "parser",
+    "headers",
+    "cycle",
+    "connections",
+    "server_state",
+    "transport",
+    "loop",
+    "logger",
+    "flow",
+]
+
+
+def test_the_installed_uvicorn_is_in_the_verified_range() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    requirement = next(
+        Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("uvicorn")
+    )
+    assert requirement.specifier.filter([uvicorn.__version__]), (uvicorn.__version__, str(requirement))
+    assert any(s.operator == "<" for s in requirement.specifier), "uvicorn needs an upper bound"
+
+
+def test_the_code_bastion_mirrors_is_unchanged() -> None:
+    changed = {}
+    for name, expected in FINGERPRINTS.items():
+        owner, attribute = name.split(".")
+        source = inspect.getsource(getattr(getattr(httptools_impl, owner), attribute))
+        actual = hashlib.sha256(source.encode()).hexdigest()[:16]
+        if actual != expected:
+            changed[name] = actual
+    assert not changed, (
+        f"uvicorn {uvicorn.__version__} changed {changed}: re-verify direct.py, http_protocol.py"
+    )
+    for name in ("STATUS_LINE", "HEADER_RE", "HEADER_VALUE_RE"):
+        assert hasattr(httptools_impl, name)
+
+
+def stream_app(seen: dict[str, Any]) -> Any:
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = send.__self__  # type: ignore[attr-defined]
+        seen["cycle_type"] = type(cycle)
+        seen["missing"] = [name for name in CYCLE_ATTRIBUTES if not hasattr(cycle, name)]
+        seen["direct"] = DirectStream.of(send) is not None
+        exchange = Exchange(scope, receive, send)
+        exchange.prepare_stream(exchange.started)
+        exchange.start_stream()
+        await exchange.write(b"data: 1\n\n")
+        await exchange.write(b"data: 2\n\n")
+        await exchange.end(b"data: [DONE]\n\n")
+
+    return stream
+
+
+async def test_streams_are_written_directly_under_bastions_protocol_with_uvicorns_bytes() -> None:
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: same-bytes\r\n\r\n"
+    seen: dict[str, Any] = {}
+    direct, protocol = await serve(stream_app(seen), [request], BoundedHttpToolsProtocol)
+    assert seen == {"cycle_type": httptools_impl.RequestResponseCycle, "missing": [], "direct": True}
+    assert [name for name in PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)] == []
+    assert len(direct.writes) == 3  # the head with the first chunk, the second, the last with the end
+
+    through_send, _ = await serve(stream_app({}), [request], BoundedHttpToolsProtocol, access_log=True)
+    assert len(through_send.writes) == 4  # ASGI's `send` writes the head on its own
+
+    def without_varying(wire: bytes) -> bytes:  # the date and Bastion's own timing
+        head, _, body = wire.partition(b"\r\n\r\n")
+        kept = [line for line in head.split(b"\r\n") if not line.startswith((b"date:", b"server-timing:"))]
+        return b"\r\n".join(kept) + b"\r\n\r\n" + body
+
+    assert without_varying(b"".join(direct.writes)) == without_varying(b"".join(through_send.writes))
