@@ -74,6 +74,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_head:
             self._feed(data)
             return
+        if self._head_since is None:  # a keep-alive connection's next head: timed from its first byte
+            self._head_since = self.loop.time()
         room = self._limits.max_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
@@ -113,11 +115,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return f"The request line and headers are larger than {shown}."
 
     # Parser callbacks (uvicorn's, with the head's bounds kept)
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._head_since is None:
-            self._head_since = self.loop.time()
-
     def on_headers_complete(self) -> None:
         if len(self.headers) > self._limits.max_headers:
             raise _TooManyHeaders
