@@ -65,7 +65,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bastion-sdk-tests-"))
     with MockUpstream() as upstream:
         config = workdir / "bastion.yaml"
-        config.write_text(yaml.safe_dump(gateway_models_file(upstream, free_port())))
+        models = gateway_models_file(upstream, free_port())
+        # The SDK reference's model id, on the built-in mock, so its examples run as written.
+        reference_model = {"id": "gpt-oss-120b", "category": "LLM", "price": {"input": 0.08, "output": 0.4}}
+        reference_model["deployments"] = [{"provider": "local", "model": "gpt-oss-120b"}]
+        models["models"].append(reference_model)  # type: ignore[attr-defined]
+        config.write_text(yaml.safe_dump(models))
         database = sqlite_url(workdir)
         run(migrated(database))
         accounts = {

@@ -99,7 +99,8 @@ test("a missing key is a clear error at construction; the environment supplies d
 });
 
 test("errors thrown by one build are instances of the other build's classes", () => {
-  const cjs = require("../dist/cjs/index.js");
+  const cjs = require("@qubittron/bastion-sdk"); // the exports map's "require": dist/cjs
+  assert.ok(require.resolve("@qubittron/bastion-sdk").endsWith("dist/cjs/index.js"));
   assert.notEqual(cjs.BadRequestError, BadRequestError); // two copies of the classes
   const fromCjs = new cjs.RateLimitError("slow down", { status: 429, headers: new Headers({ "retry-after": "3" }) });
   assert.ok(fromCjs instanceof RateLimitError && fromCjs instanceof APIError && fromCjs instanceof BastionError);
