@@ -9,6 +9,7 @@ from bastion.api.endpoints import Endpoint
 from bastion.api.exchange import Exchange
 from bastion.billing import Outcome
 from bastion.errors import ApiError
+from bastion.money import decimal_usd
 from bastion.proxy.providers import UpstreamResponse
 from bastion.proxy.relay import StreamRelay, read_error, read_json_answer, usage_of
 from bastion.proxy.routing import Route
@@ -30,6 +31,7 @@ async def relay_answer(
         exchange.upstream_seconds += time.perf_counter() - reading
         outcome.status = response.status
         content_type = response.headers.get("content-type", "application/octet-stream")
+        _cost_header(exchange, outcome)
         await exchange.respond(response.status, data, content_type.encode("latin-1"))
         outcome.final()
         return
@@ -39,6 +41,7 @@ async def relay_answer(
     outcome.usage = usage_of(parsed)
     outcome.answer_body = answer
     outcome.answer = parsed
+    _cost_header(exchange, outcome)
     await exchange.respond(response.status, answer)
     outcome.final()  # after the answer, in the same step: settling first cost JSON p50 at c=1 +0.1 ms
 
@@ -72,6 +75,13 @@ async def relay_stream(
     finally:
         outcome.usage = relay.usage
         outcome.text_chars = relay.text_chars
+
+
+def _cost_header(exchange: Exchange, outcome: Outcome) -> None:
+    """The answer's cost, known before its head leaves: the whole answer (and its usage) is in hand."""
+    cost = outcome.price()
+    if cost is not None:
+        exchange.headers.append((b"x-bastion-cost-usd", decimal_usd(cost).encode()))
 
 
 def _final(outcome: Outcome, relay: StreamRelay) -> None:

@@ -29,6 +29,7 @@ from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
 from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
+from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
 from bastion.errors import (
@@ -76,6 +77,12 @@ class BastionApp:
                 settings.breaker_threshold, settings.breaker_cooldown_seconds, on_event=metrics.upstream_event
             ),
         )
+        self.self_service = SelfService(
+            self.services.authenticator,
+            self.services.admission,
+            self.services.store.request_usage,
+            settings.ledger_flush_seconds,
+        )
         self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.documented = [*self.endpoints, TRANSCRIPTION.path]
         self.web = build_web_app(self)
@@ -93,6 +100,8 @@ class BastionApp:
                     await self.gateway.reject(
                         method_not_allowed(scope["method"], path, "POST"), scope, receive, send
                     )
+            elif path.startswith("/v1/requests/"):
+                await self._request_record(scope, receive, send, path[len("/v1/requests/") :])
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 await self._models(
                     scope, receive, send, path[len("/v1/models/") :] if path != "/v1/models" else None
@@ -118,6 +127,16 @@ class BastionApp:
             await self.gateway.reject(
                 method_not_allowed(scope["method"], scope["path"], "GET"), scope, receive, send
             )
+
+    async def _request_record(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        if not request_id or "/" in request_id:
+            await self.gateway.reject(not_found(scope["path"]), scope, receive, send)
+        elif scope["method"] != "GET":
+            error = method_not_allowed(scope["method"], scope["path"], "GET")
+            await self.gateway.reject(error, scope, receive, send)
+        else:
+            work = self.self_service.request_record
+            await self.gateway.handle_with(work, request_id, scope, receive, send)
 
     async def startup(self) -> None:
         self._watch_for_sigterm()

@@ -79,6 +79,17 @@ class Gateway:
     async def handle_models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         await self._run(Exchange(scope, receive, send), self._serve_models, model_id)
 
+    async def handle_with(
+        self,
+        work: Callable[[Any, Exchange], Awaitable[None]],
+        arg: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Another route's work (bastion/api/self_service.py), with the same failures and access line."""
+        await self._run(Exchange(scope, receive, send), work, arg)
+
     async def reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         await Exchange(scope, receive, send).fail(error)
 
@@ -173,9 +184,16 @@ class Gateway:
         exchange.headers += ticket.headers
         exchange.limited = True
         started: list[Any] = []
-        outcome = Outcome(
-            status=502, on_final=lambda final: started.append(self.admission.start_settlement(ticket, final))
-        )
+        priced: list[Any] = []  # the bill a JSON answer's cost header was made from, settled as is
+
+        def price(outcome: Outcome) -> int:
+            priced.append(self.admission.bill(ticket, outcome))
+            return int(priced[-1].record.cost_nano)
+
+        def final(outcome: Outcome) -> None:
+            started.append(self.admission.start_settlement(ticket, outcome, priced[-1] if priced else None))
+
+        outcome = Outcome(status=502, on_final=final, on_price=price)
         try:
             yield outcome
         finally:

@@ -22,6 +22,12 @@ class Outcome:
     answer: dict[str, Any] | None = None  # the parsed JSON answer, for meters that count in it
     answer_body: bytes | None = None  # the JSON answer's bytes: its text is counted only if needed
     on_final: Callable[[Outcome], None] | None = None
+    on_price: Callable[[Outcome], int] | None = None
+
+    def price(self) -> int | None:
+        """What the request costs, billed now from the outcome so far (a JSON answer's, complete before
+        its head is written): the settlement that follows charges exactly this."""
+        return self.on_price(self) if self.on_price is not None else None
 
     def final(self) -> None:
         """The outcome is complete: settlement starts now, in the same event-loop step as the answer's
@@ -107,9 +113,14 @@ class Admission(Protocol):
         unique to this request (the usage record's); `client_request_id` the client's own, if any."""
         ...
 
-    def start_settlement(self, ticket: Ticket, outcome: Outcome) -> Any:
-        """Bill the final outcome and send the settlement at once (in the step of the answer's last
-        write, so that the client's next request finds this one settled); `settle` then awaits it."""
+    def bill(self, ticket: Ticket, outcome: Outcome) -> Any:
+        """The charge and usage record of this outcome, computed and not sent."""
+        ...
+
+    def start_settlement(self, ticket: Ticket, outcome: Outcome, bill: Any = None) -> Any:
+        """Bill the final outcome (or take `bill`, made from it already) and send the settlement at once
+        (in the step of the answer's last write, so that the client's next request finds this one
+        settled); `settle` then awaits it."""
         ...
 
     async def settle(self, ticket: Ticket, outcome: Outcome, started: Any = None) -> Any:

@@ -137,9 +137,10 @@ class CreditAdmission:
         )
         return Bill(record, charge.prompt_tokens + charge.completion_tokens)
 
-    def start_settlement(self, ticket: Ticket, outcome: Outcome) -> Settlement:
-        """Bill the outcome and send its settlement now; `settle` awaits it. Once sent it is final."""
-        bill = self.bill(ticket, outcome)
+    def start_settlement(self, ticket: Ticket, outcome: Outcome, bill: Bill | None = None) -> Settlement:
+        """Bill the outcome (unless `bill` is its bill already) and send its settlement now; `settle`
+        awaits it. Once sent it is final."""
+        bill = bill or self.bill(ticket, outcome)
         record = bill.record
         return Settlement(record, self.live.send_settle(ticket.hold, record.cost_nano, bill.tokens, record))
 

@@ -248,11 +248,23 @@ class Store:
                 query = query.where(UsageRecord.key_id == key_id)
             if since is not None:
                 query = query.where(UsageRecord.created_at >= since)
-            fields = UsageRow.__dataclass_fields__
-            return [
-                UsageRow(**{f: getattr(r, f) for f in fields} | {"created_at": as_utc(r.created_at)})
-                for r in await session.scalars(query)
-            ]
+            return [_usage_row(r) for r in await session.scalars(query)]
+
+    async def request_usage(self, account_id: str, request_id: str) -> UsageRow | None:
+        """The usage record of one request of this account, by Bastion's request id or the client's own
+        x-request-id (the newest, if the client reused it); None if there is none."""
+        async with self._sessions() as session:
+            query = (
+                select(UsageRecord)
+                .where(
+                    UsageRecord.account_id == account_id,
+                    or_(UsageRecord.request_id == request_id, UsageRecord.client_request_id == request_id),
+                )
+                .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
+                .limit(1)
+            )
+            record = await session.scalar(query)
+            return None if record is None else _usage_row(record)
 
     # -------------------------------------------------------------------- ledger
     async def ledger(self) -> list[LedgerLine]:
@@ -298,3 +310,8 @@ __all__ = [
     "StoreError",
     "UsageRow",
 ]
+
+
+def _usage_row(record: UsageRecord) -> UsageRow:
+    fields = UsageRow.__dataclass_fields__
+    return UsageRow(**{f: getattr(record, f) for f in fields} | {"created_at": as_utc(record.created_at)})
