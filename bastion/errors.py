@@ -105,5 +105,9 @@ def insufficient_funds(message: str, headers: dict[str, str] | None = None) -> A
     return ApiError(402, "insufficient_funds", "billing_error", message, headers=headers)
 
 
+def key_budget_exceeded(message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(402, "key_budget_exceeded", "billing_error", message, headers=headers)
+
+
 def rate_limited(message: str, headers: dict[str, str] | None = None) -> ApiError:
     return ApiError(429, "rate_limit_exceeded", "rate_limit_error", message, headers=headers)

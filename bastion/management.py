@@ -6,17 +6,22 @@ every instance; without Redis the serving process picks it up from its database 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from bastion.billing.live import LiveState
 from bastion.db.store import AccountView, CreditView, KeyView, LedgerLine, Store, UsageRow
+from bastion.periods import Periods, Window
 
 
 class Management:
-    def __init__(self, store: Store, live: LiveState | None = None) -> None:
+    def __init__(
+        self, store: Store, live: LiveState | None = None, forget_key: Callable[[str], None] | None = None
+    ) -> None:
         self.store = store
         self.live = live
+        self.forget_key = forget_key  # this process's key cache, when it has one
 
     async def create_account(self, name: str, credits_nano: int = 0, actor: str = "cli") -> AccountView:
         return await self.store.create_account(name, credits_nano, actor)
@@ -40,8 +45,29 @@ class Management:
         tpm: int | None = None,
         models: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        budget_nano: int | None = None,
+        budget_period: str | None = None,
+        max_parallel: int | None = None,
     ) -> tuple[KeyView, str]:
-        return await self.store.create_key(account, name, rpm, tpm, models, expires_at)
+        return await self.store.create_key(
+            account, name, rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel
+        )
+
+    async def update_key(self, key_id: str, name: str | None, changes: dict[str, Any]) -> KeyView:
+        """New settings for a key; the next request on every instance runs under them (with Redis: the
+        admission script sees the new version at once; without: this process at once, others through
+        the database poll)."""
+        key, key_hash = await self.store.update_key(key_id, name, changes)
+        if self.live is not None:
+            await self.live.key_changed(key.id, key.version, key_hash)
+        if self.forget_key is not None:
+            self.forget_key(key.id)
+        return key
+
+    async def key_spend(self, key: KeyView, periods: Periods) -> tuple[Window, int]:
+        """A key's spend in its current budget period, from the ledger."""
+        window = periods.current(key.budget_period or "total")
+        return window, await self.store.key_spend(key.id, window.starts)
 
     async def list_keys(self, account: str | None = None) -> list[KeyView]:
         return await self.store.list_keys(account)

@@ -7,12 +7,14 @@ import logging
 from bastion.auth.authenticator import KeyAuthenticator
 from bastion.billing.admission import CreditAdmission
 from bastion.billing.ledger import LedgerWriter, MemoryLedger, RedisLedger
-from bastion.billing.live import LiveState, MemoryLive, RedisLive
+from bastion.billing.live import LiveState, RedisLive
+from bastion.billing.memory_live import MemoryLive
 from bastion.config import Settings
 from bastion.db import migrate
 from bastion.db.engine import is_sqlite
 from bastion.db.store import Store
 from bastion.management import Management
+from bastion.periods import Periods
 from bastion.sync import Sync
 
 log = logging.getLogger("bastion")
@@ -45,8 +47,15 @@ class Services:
         self.authenticator = KeyAuthenticator(
             self.store, settings.default_rpm, settings.default_tpm, shared, settings.redis_prefix
         )
-        self.admission = CreditAdmission(self.live, self.store, settings.default_max_output_tokens)
-        self.management = Management(self.store, self.live)
+        self.periods = Periods(settings.budget_timezone, settings.clock_offset_seconds)
+        self.admission = CreditAdmission(
+            self.live,
+            self.store,
+            settings.default_max_output_tokens,
+            self.periods,
+            self.authenticator.reload,
+        )
+        self.management = Management(self.store, self.live, self.authenticator.forget)
         self.sync = Sync(self.store, self.live, self.authenticator)
 
     async def start(self) -> None:

@@ -1,4 +1,5 @@
-"""Background sync from the database: revocations and new credit, every `POLL_SECONDS`.
+"""Background sync from the database: revocations, keys' changed settings and new credit, every
+`POLL_SECONDS`.
 
 With Redis, the revoke and top-up operations already update Redis directly; this poll is the safety net
 (and what makes a CLI operation reach a server running in-process state, which no other process can reach).
@@ -28,6 +29,7 @@ class Sync:
         self.authenticator = authenticator
         self._task: asyncio.Task[None] | None = None
         self._revoked: set[str] = set()
+        self._versions: dict[str, int] = {}  # keys whose changed settings this process has seen
         self._credit_seen = 0
 
     async def start(self) -> None:
@@ -54,6 +56,13 @@ class Sync:
                 self._revoked.add(key_id)
                 self.authenticator.forget(key_id)
                 await self.live.revoke(key_id)
+        for key_id in await self.store.keys_changed_since(self._since):
+            found = await self.store.key(key_id)
+            version = found[0].version if found is not None else 0
+            if self._versions.get(key_id) != version:
+                self._versions[key_id] = version
+                self.authenticator.forget(key_id)
+                await self.live.key_changed(key_id, version)
         for account_id, newest in await self.store.credit_changes_since(self._credit_seen):
             await self.live.load_account(account_id, await self.store.credit_state(account_id))
             self._credit_seen = max(self._credit_seen, newest)

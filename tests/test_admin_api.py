@@ -148,3 +148,41 @@ def test_every_answer_carries_server_timing(admin: Stack) -> None:
     }
     timings = {name: response.headers.get("server-timing", "") for name, response in answers.items()}
     assert all(re.fullmatch(r"gateway;dur=\d+\.\d\d", timing) for timing in timings.values()), timings
+
+
+def test_key_limits_over_http(admin: Stack, api: httpx.Client) -> None:
+    assert api.post("/accounts", json={"name": "limits-co", "credits_usd": "1"}).status_code == 201
+    created = api.post(
+        "/keys",
+        json={
+            "account": "limits-co",
+            "name": "ci",
+            "budget_usd": "0.5",
+            "budget_period": "daily",
+            "max_parallel": 2,
+        },
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()
+    assert (key["budget_nano"], key["budget_period"], key["max_parallel"], key["version"]) == (
+        500_000_000,
+        "daily",
+        2,
+        0,
+    )
+    changed = api.patch(f"/keys/{key['id']}", json={"budget_usd": None, "rpm": 30, "name": "ci-2"})
+    assert changed.status_code == 200, changed.text
+    got = changed.json()
+    assert (got["budget_nano"], got["budget_period"], got["rpm"], got["name"], got["version"]) == (
+        None,
+        None,
+        30,
+        "ci-2",
+        1,
+    )
+    assert got["max_parallel"] == 2  # not sent: unchanged
+    bad = api.patch(f"/keys/{key['id']}", json={"max_parallel": 0})
+    assert bad.status_code == 400 and "positive" in bad.json()["error"]["message"]
+    assert api.patch("/keys/key_nope", json={"rpm": 1}).status_code == 404
+    info = httpx.get(admin.gateway.base_url + "/key", headers={"Authorization": f"Bearer {key['key']}"})
+    assert (info.json()["rpm"], info.json()["name"], info.json()["budget_usd"]) == (30, "ci-2", None)

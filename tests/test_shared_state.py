@@ -203,8 +203,13 @@ async def _measure(app: BastionApp, key: str) -> None:
         for i in range(10):
             response = await http.post("/chat/completions", json={**body, "stream": i % 2 == 1})
             assert response.status_code == 200
+        assert statements == []
+        assert commands == ["EVALSHA"] * 20  # admit + settle, per request
+        commands.clear()
+        for _ in range(3):  # what a key asks about itself: one script, no SQL either
+            assert (await http.get("/key")).status_code == 200
     assert statements == []
-    assert commands == ["EVALSHA"] * 20  # admit + settle, per request
+    assert commands == ["EVALSHA"] * 3
 
 
 async def test_the_hot_redis_connection_selects_the_database_of_its_url() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, Field
@@ -36,13 +36,34 @@ class NewAdjustment(BaseModel):
     note: str = Field(min_length=1)
 
 
-class NewKey(BaseModel):
-    account: str
-    name: str | None = None
+class KeySettings(BaseModel):
     rpm: int | None = None
     tpm: int | None = None
     models: list[str] | None = None
     expires_at: datetime | None = None
+    budget_usd: Amount | None = None
+    budget_period: Literal["total", "daily", "weekly", "monthly"] | None = None
+    max_parallel: int | None = None
+
+
+class NewKey(KeySettings):
+    account: str
+    name: str | None = None
+
+
+class KeyChange(KeySettings):
+    """Only the fields sent change; `null` removes a limit."""
+
+    name: str | None = None
+
+
+def _key_changes(body: KeySettings) -> dict[str, Any]:
+    sent = body.model_dump(exclude_unset=True)
+    sent.pop("name", None)
+    if "budget_usd" in sent:
+        budget = sent.pop("budget_usd")
+        sent["budget_nano"] = None if budget is None else _nano(budget)
+    return sent
 
 
 def _nano(amount: Amount) -> int:
@@ -86,10 +107,26 @@ def admin_router(management: Management, token: str) -> APIRouter:
 
     @router.post("/keys", status_code=201)
     async def create_key(body: NewKey) -> dict[str, Any]:
+        budget = None if body.budget_usd is None else _nano(body.budget_usd)
         key, plaintext = await _guard(
-            management.create_key(body.account, body.name, body.rpm, body.tpm, body.models, body.expires_at)
+            management.create_key(
+                body.account,
+                body.name,
+                body.rpm,
+                body.tpm,
+                body.models,
+                body.expires_at,
+                budget,
+                body.budget_period,
+                body.max_parallel,
+            )
         )
         return {**key.as_json(), "key": plaintext}
+
+    @router.patch("/keys/{key_id}")
+    async def update_key(key_id: str, body: KeyChange) -> dict[str, Any]:
+        name = body.name if "name" in body.model_fields_set else None
+        return (await _guard(management.update_key(key_id, name, _key_changes(body)))).as_json()
 
     @router.get("/keys")
     async def list_keys(account: str | None = None) -> list[dict[str, Any]]:

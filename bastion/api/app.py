@@ -100,6 +100,13 @@ class BastionApp:
                     await self.gateway.reject(
                         method_not_allowed(scope["method"], path, "POST"), scope, receive, send
                     )
+            elif path == "/v1/key":
+                if scope["method"] == "GET":
+                    await self.gateway.handle_with(self.self_service.key, None, scope, receive, send)
+                else:
+                    await self.gateway.reject(
+                        method_not_allowed(scope["method"], path, "GET"), scope, receive, send
+                    )
             elif path.startswith("/v1/requests/"):
                 await self._request_record(scope, receive, send, path[len("/v1/requests/") :])
             elif path == "/v1/models" or path.startswith("/v1/models/"):
@@ -127,6 +134,13 @@ class BastionApp:
             await self.gateway.reject(
                 method_not_allowed(scope["method"], scope["path"], "GET"), scope, receive, send
             )
+
+    async def _key(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "GET":
+            await self.gateway.handle_with(self.self_service.key, None, scope, receive, send)
+        else:
+            error = method_not_allowed(scope["method"], scope["path"], "GET")
+            await self.gateway.reject(error, scope, receive, send)
 
     async def _request_record(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         if not request_id or "/" in request_id:

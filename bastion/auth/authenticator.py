@@ -70,6 +70,21 @@ class KeyAuthenticator:
             raise invalid_api_key()
         return entry.principal
 
+    async def reload(self, key_id: str) -> Principal | None:
+        found = await self.store.key(key_id)
+        self.forget(key_id)
+        if found is None:
+            return None
+        view, key_hash = found
+        if self.redis is not None:
+            await self.redis.delete(f"{self.redis_prefix}key:{key_hash}")
+        self.lookups += 1
+        entry = self._entry(view)
+        self._remember(key_hash, entry)
+        if entry.revoked or (entry.expires_at is not None and entry.expires_at <= time.time()):
+            return None
+        return entry.principal
+
     def forget(self, key_id: str) -> None:
         """Evict a key (revoked elsewhere); its next use re-reads it."""
         key_hash = self._hash_by_key_id.pop(key_id, None)
@@ -118,8 +133,14 @@ class KeyAuthenticator:
             allowed_models=frozenset(view.allowed_models) if view.allowed_models is not None else None,
             rpm=view.rpm or self.default_rpm,
             tpm=view.tpm or self.default_tpm,
+            name=view.name,
+            expires_at=view.expires_at.timestamp() if view.expires_at is not None else None,
+            budget_nano=view.budget_nano,
+            budget_period=view.budget_period or "total",
+            max_parallel=view.max_parallel,
+            version=view.version,
         )
-        expires = view.expires_at.timestamp() if view.expires_at is not None else None
+        expires = principal.expires_at
         return _Entry(principal, expires, view.revoked_at is not None, now + CACHE_SECONDS)
 
     def _remember(self, key_hash: str, entry: _Entry) -> None:

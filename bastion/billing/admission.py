@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,22 +16,20 @@ from bastion.auth import Principal
 from bastion.billing import Admitting, Metered, Outcome, Ticket
 from bastion.billing.live import (
     ADMITTED,
-    CREDIT_EXHAUSTED,
-    CREDIT_IN_FLIGHT,
-    REQUEST_LIMIT,
-    REVOKED,
-    TOKEN_LIMIT,
-    TOO_LARGE,
+    KEY_CHANGED,
     UNKNOWN_ACCOUNT,
+    UNKNOWN_KEY_SPEND,
     AdmitResult,
+    KeyStatus,
     LiveState,
     Reservation,
     reservation,
 )
 from bastion.billing.meters import Meter
+from bastion.billing.refusals import refusal
 from bastion.db.store import Store, UsageRow
-from bastion.errors import ApiError, insufficient_funds, invalid_api_key, rate_limited
-from bastion.money import format_usd
+from bastion.errors import invalid_api_key, model_not_found
+from bastion.periods import Periods, Window
 from bastion.proxy.routing import Route
 from bastion.ratelimit import ratelimit_headers
 
@@ -39,10 +37,19 @@ log = logging.getLogger("bastion.billing")
 
 
 class CreditAdmission:
-    def __init__(self, live: LiveState, store: Store, default_max_output_tokens: int) -> None:
+    def __init__(
+        self,
+        live: LiveState,
+        store: Store,
+        default_max_output_tokens: int,
+        periods: Periods | None = None,
+        reload_key: Callable[[str], Awaitable[Principal | None]] | None = None,
+    ) -> None:
         self.live = live
         self.store = store
         self.default_max_output_tokens = default_max_output_tokens
+        self.periods = periods or Periods()
+        self.reload_key = reload_key  # the authenticator's: a key whose settings changed, read again
 
     def begin(
         self,
@@ -57,9 +64,7 @@ class CreditAdmission:
         """The admission, sent before this returns (to Redis, when there is one); awaiting the result
         gives the ticket or raises the refusal. Work done in between overlaps Redis's answer."""
         metered = endpoint.meter.reserve(body, route.model, self.default_max_output_tokens, size)
-        hold = reservation(
-            principal.key_id, principal.account_id, request_id, metered.nano, metered.tokens, principal.tpm
-        )
+        hold = self._hold(principal, request_id, metered)
         answer = self.live.send_admit(hold, principal.rpm)
         ticket = self._ticket(
             answer, principal, route, request_id, endpoint, metered, hold, client_request_id
@@ -78,6 +83,21 @@ class CreditAdmission:
     ) -> Ticket:
         return await self.begin(principal, route, body, request_id, endpoint, size, client_request_id)
 
+    def _hold(self, principal: Principal, request_id: str, metered: Any) -> Reservation:
+        period = self.periods.current(principal.budget_period).id
+        return reservation(
+            principal.key_id,
+            principal.account_id,
+            request_id,
+            metered.nano,
+            metered.tokens,
+            principal.tpm,
+            period,
+            principal.budget_nano,
+            principal.max_parallel,
+            principal.version,
+        )
+
     async def _ticket(
         self,
         answer: Awaitable[AdmitResult],
@@ -90,13 +110,24 @@ class CreditAdmission:
         client_request_id: str | None,
     ) -> Ticket:
         result = await answer
-        if result.code == UNKNOWN_ACCOUNT:  # first use of this account since Redis started: load it
-            state = await self.store.credit_state(principal.account_id)
-            await self.live.load_account(principal.account_id, state)
+        # What the live state did not have (after a Redis restart, or on first use) is loaded and the
+        # admission asked again; each of these can happen once per request.
+        for _ in range(3):
+            if result.code == UNKNOWN_ACCOUNT:
+                state = await self.store.credit_state(principal.account_id)
+                await self.live.load_account(principal.account_id, state)
+            elif result.code == UNKNOWN_KEY_SPEND:
+                await self._load_key_spend(principal)
+            elif result.code == KEY_CHANGED:
+                principal = await self._reloaded(principal, route)
+                hold = self._hold(principal, request_id, metered)
+            else:
+                break
             result = await self.live.admit(hold, principal.rpm)
         headers = ratelimit_headers(principal.rpm, principal.tpm, result)
         if result.code != ADMITTED:
-            raise _refusal(result, hold, headers)
+            window = self.periods.current(principal.budget_period)
+            raise refusal(result, hold, headers, window, self.periods.epoch())
         return Ticket(
             principal,
             route,
@@ -109,6 +140,34 @@ class CreditAdmission:
             time.monotonic(),
             client_request_id,
         )
+
+    async def key_status(self, principal: Principal) -> tuple[KeyStatus, Window]:
+        """The key's figures now (GET /v1/key): from the live state, loaded there first if need be."""
+        window = self.periods.current(principal.budget_period)
+        p = principal
+        status = await self.live.key_status(p.key_id, p.account_id, window.id, p.rpm, p.tpm)
+        if status.available_nano is None or status.key_spent_nano is None:
+            if status.available_nano is None:
+                state = await self.store.credit_state(p.account_id)
+                await self.live.load_account(p.account_id, state)
+            if status.key_spent_nano is None:
+                await self._load_key_spend(p)
+            status = await self.live.key_status(p.key_id, p.account_id, window.id, p.rpm, p.tpm)
+        return status, window
+
+    async def _load_key_spend(self, principal: Principal) -> None:
+        window = self.periods.current(principal.budget_period)
+        spent = await self.store.key_spend(principal.key_id, window.starts)
+        await self.live.load_key_spend(principal.key_id, window.id, spent, window.resets_epoch)
+
+    async def _reloaded(self, principal: Principal, route: Route) -> Principal:
+        """The key as it is now (its settings changed on some instance since this one cached it)."""
+        fresh = await self.reload_key(principal.key_id) if self.reload_key is not None else None
+        if fresh is None:
+            raise invalid_api_key()
+        if not fresh.may_use(route.model.id):
+            raise model_not_found(route.model.id)
+        return fresh
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body)."""
@@ -142,7 +201,9 @@ class CreditAdmission:
         awaits it. Once sent it is final."""
         bill = bill or self.bill(ticket, outcome)
         record = bill.record
-        return Settlement(record, self.live.send_settle(ticket.hold, record.cost_nano, bill.tokens, record))
+        period = self.periods.current(ticket.principal.budget_period).id
+        sent = self.live.send_settle(ticket.hold, record.cost_nano, bill.tokens, record, period)
+        return Settlement(record, sent)
 
     async def settle(self, ticket: Ticket, outcome: Outcome, started: Settlement | None = None) -> UsageRow:
         settlement = started or self.start_settlement(ticket, outcome)
@@ -177,42 +238,3 @@ class Settlement:
 
 def _record_status(outcome: Outcome) -> int:
     return 499 if outcome.client_disconnected else outcome.status
-
-
-def _refusal(result: AdmitResult, hold: Reservation, ratelimit: list[tuple[bytes, bytes]]) -> ApiError:
-    headers = {name.decode(): value.decode() for name, value in ratelimit}
-    retry_after = str(max(1, -(-result.retry_ms // 1000)))
-    if result.code == REVOKED:
-        return invalid_api_key()
-    if result.code == TOO_LARGE:
-        return rate_limited(
-            f"This request may use {hold.tokens} tokens (prompt estimate plus max output), more than this "
-            f"key's limit of {hold.tpm} tokens per minute; lower max_tokens.",
-            {**headers, "x-should-retry": "false"},
-        )
-    if result.code == REQUEST_LIMIT:
-        return rate_limited(
-            f"Rate limit reached: {headers['x-ratelimit-limit-requests']} requests per minute for this key. "
-            f"Retry after {retry_after} s.",
-            {**headers, "retry-after": retry_after},
-        )
-    if result.code == TOKEN_LIMIT:
-        return rate_limited(
-            f"Rate limit reached: {hold.tpm} tokens per minute for this key; this request reserves "
-            f"{hold.tokens}. Retry after {retry_after} s.",
-            {**headers, "retry-after": retry_after},
-        )
-    could_cost = format_usd(hold.nano)
-    if result.code == CREDIT_IN_FLIGHT:
-        return insufficient_funds(
-            f"This request could cost up to {could_cost}; the balance is {format_usd(result.balance_nano)}"
-            f" but requests in flight hold all but {format_usd(max(result.available_nano, 0))} of it. "
-            f"Retry when they finish.",
-            {**headers, "retry-after": retry_after, "x-should-retry": "true"},
-        )
-    assert result.code == CREDIT_EXHAUSTED
-    return insufficient_funds(
-        f"Insufficient credit: this request could cost up to {could_cost} and "
-        f"{format_usd(max(result.available_nano, 0))} is available. Add credit to the account.",
-        {**headers, "x-should-retry": "false"},
-    )

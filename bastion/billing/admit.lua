@@ -1,18 +1,32 @@
--- Admission, atomically, in one round trip: revocation, rate limits (two token buckets), credit.
--- KEYS: 1 key's bucket hash, 2 account hash, 3 account reservations zset, 4 key's revocation marker
--- ARGV: 1 rpm, 2 tpm, 3 tokens to reserve, 4 nano-USD to reserve, 5 reservation member, 6 reservation ttl ms
--- Returns {code, req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, retry_ms, available_nano, balance_nano}
+-- Admission, atomically, in one round trip: revocation, the key's settings version, rate limits (two
+-- token buckets), the account's credit, the key's budget for its period and its requests in flight.
+-- KEYS: 1 key's bucket hash, 2 account hash, 3 account reservations zset, 4 key's revocation marker,
+--       5 key's settings version, 6 key's spend in the period (hash), 7 key's holds hash,
+--       8 key's requests in flight (zset)
+-- ARGV: 1 rpm, 2 tpm, 3 tokens to reserve, 4 nano-USD to reserve, 5 reservation member,
+--       6 reservation ttl ms, 7 key settings version, 8 key budget nano (-1: none), 9 max in flight (0: none)
+-- Returns {code, req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, retry_ms, available_nano,
+--          balance_nano, key_spent_nano, key_reserved_nano, in_flight}
 -- code: 0 admitted, 1 revoked, 2 account unknown to Redis (load it, retry), 3 larger than the tpm limit,
---       4 request limit, 5 token limit, 6 credit held by in-flight requests, 7 credit exhausted
+--       4 request limit, 5 token limit, 6 credit held by in-flight requests, 7 credit exhausted,
+--       8 the key's settings changed (reload it, retry), 9 the key's spend unknown to Redis (load, retry),
+--       10 budget held by in-flight requests, 11 budget exhausted, 12 too many requests in flight
 -- (buckets.lua is prepended: `now` and `refill`)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want_tokens, want_nano = tonumber(ARGV[3]), tonumber(ARGV[4])
+local budget, parallel = tonumber(ARGV[8]), tonumber(ARGV[9])
+local function early(code) return {code, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} end
 
-if redis.call('EXISTS', KEYS[4]) == 1 then return {1, 0, 0, 0, 0, 0, 0, 0} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return early(1) end
+local version = redis.call('GET', KEYS[5])
+if version and tonumber(version) > tonumber(ARGV[7]) then return early(8) end
 local account = redis.call('HMGET', KEYS[2], 'credit', 'spent')
-if not account[1] then return {2, 0, 0, 0, 0, 0, 0, 0} end
+if not account[1] then return early(2) end
+local key_spent = redis.call('HGET', KEYS[6], 'spent')
+if not key_spent then return early(9) end
+key_spent = tonumber(key_spent)
 
--- Reservations of requests whose gateway died expire; give their credit back.
+-- Reservations of requests whose gateway died expire; give their credit (and the key's budget) back.
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 if #stale > 0 then
   local freed = 0
@@ -20,22 +34,36 @@ if #stale > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   redis.call('HINCRBY', KEYS[2], 'reserved', -freed)
 end
+local stale_here = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now)
+if #stale_here > 0 then
+  local freed = 0
+  for _, member in ipairs(stale_here) do freed = freed + tonumber(string.match(member, '|(%d+)$')) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+  redis.call('HINCRBY', KEYS[7], 'reserved', -freed)
+end
 
 local bucket = redis.call('HMGET', KEYS[1], 'r', 'rt', 't', 'tt')
 local requests = refill(bucket[1], bucket[2], rpm)
 local tokens = refill(bucket[3], bucket[4], tpm)
 local balance = tonumber(account[1]) - tonumber(account[2] or '0')
 local available = balance - tonumber(redis.call('HGET', KEYS[2], 'reserved') or '0')
+local key_reserved = tonumber(redis.call('HGET', KEYS[7], 'reserved') or '0')
+local in_flight = redis.call('ZCARD', KEYS[8])
 
 local function answer(code, retry_ms)
   return {code, math.floor(math.max(requests, 0)), math.ceil((rpm - requests) * 60000 / rpm),
           math.floor(math.max(tokens, 0)), math.ceil((tpm - tokens) * 60000 / tpm),
-          math.ceil(retry_ms), available, balance}
+          math.ceil(retry_ms), available, balance, key_spent, key_reserved, in_flight}
 end
 
 if want_tokens > tpm then return answer(3, 0) end
+if parallel > 0 and in_flight >= parallel then return answer(12, 1000) end
 if requests < 1 then return answer(4, (1 - requests) * 60000 / rpm) end
 if tokens < want_tokens then return answer(5, (want_tokens - tokens) * 60000 / tpm) end
+if budget >= 0 and key_spent + key_reserved + want_nano > budget then
+  if key_spent + want_nano <= budget then return answer(10, 1000) end
+  return answer(11, 0)
+end
 if available < want_nano then
   if balance >= want_nano then return answer(6, 1000) end
   return answer(7, 0)
@@ -47,5 +75,9 @@ redis.call('HSET', KEYS[1], 'r', requests, 'rt', now, 't', tokens, 'tt', now)
 redis.call('PEXPIRE', KEYS[1], 120000)
 redis.call('HINCRBY', KEYS[2], 'reserved', ARGV[4])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
+redis.call('HINCRBY', KEYS[7], 'reserved', ARGV[4])
+redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[5])
 available = available - want_nano
+key_reserved = key_reserved + want_nano
+in_flight = in_flight + 1
 return answer(0, 0)

@@ -25,7 +25,8 @@ from abc import ABC, abstractmethod
 from redis.exceptions import ResponseError
 
 from bastion.billing.channel import RedisChannel
-from bastion.billing.live import MemoryLive, RedisLive
+from bastion.billing.live import RedisLive
+from bastion.billing.memory_live import MemoryLive
 from bastion.db.store import Store
 
 log = logging.getLogger("bastion.ledger")

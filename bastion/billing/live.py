@@ -7,17 +7,17 @@ process, for the embedded default.
 
 Per account: `credit` (credits ever added, with the version of the newest credit transaction), `spent`
 (usage charged) and `reserved` (worst cases of requests in flight). Available = credit - spent - reserved.
-A reservation whose gateway died is released once its TTL passes.
+Per key: its spend in its budget period (kept under the period's id, loaded from the ledger when Redis
+does not have it), what its requests in flight have reserved, and those requests (their count is the
+key's concurrency). A reservation whose gateway died is released once its TTL passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -28,11 +28,13 @@ from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
+SPEND_KEPT_MS = 2 * 24 * 3600 * 1000  # a finished period's spend stays this long (for late settlements)
 T = TypeVar("T")
 
 # Admission codes, as admit.lua returns them.
 ADMITTED, REVOKED, UNKNOWN_ACCOUNT, TOO_LARGE = 0, 1, 2, 3
 REQUEST_LIMIT, TOKEN_LIMIT, CREDIT_IN_FLIGHT, CREDIT_EXHAUSTED = 4, 5, 6, 7
+KEY_CHANGED, UNKNOWN_KEY_SPEND, BUDGET_IN_FLIGHT, BUDGET_EXHAUSTED, TOO_MANY_IN_FLIGHT = 8, 9, 10, 11, 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +47,15 @@ class AdmitResult:
     retry_ms: int
     available_nano: int
     balance_nano: int
+    key_spent_nano: int = 0  # the key's spend in its current period
+    key_reserved_nano: int = 0  # held by its requests in flight
+    in_flight: int = 0  # its requests in flight
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """One admitted request's hold: what to release and true up at settlement."""
+    """One admitted request's hold: what to release and true up at settlement, and the key's limits it
+    was admitted under."""
 
     key_id: str
     account_id: str
@@ -57,12 +63,40 @@ class Reservation:
     nano: int
     tokens: int
     tpm: int
+    period: str = "total"  # the id of the key's spend period at admission
+    budget_nano: int | None = None
+    max_parallel: int | None = None
+    version: int = 0  # the key's settings version it was admitted under
 
 
 def reservation(
-    key_id: str, account_id: str, request_id: str, nano: int, tokens: int, tpm: int
+    key_id: str,
+    account_id: str,
+    request_id: str,
+    nano: int,
+    tokens: int,
+    tpm: int,
+    period: str = "total",
+    budget_nano: int | None = None,
+    max_parallel: int | None = None,
+    version: int = 0,
 ) -> Reservation:
-    return Reservation(key_id, account_id, f"{request_id}|{nano}", nano, tokens, tpm)
+    member = f"{request_id}|{nano}"
+    return Reservation(
+        key_id, account_id, member, nano, tokens, tpm, period, budget_nano, max_parallel, version
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """A key's figures now, consuming nothing (`GET /v1/key`); None where the live state has not got
+    them (the account's or the period's: load them, ask again)."""
+
+    buckets: AdmitResult
+    available_nano: int | None
+    key_spent_nano: int | None
+    key_reserved_nano: int
+    in_flight: int
 
 
 class PendingAdmission:
@@ -114,13 +148,29 @@ class LiveState(ABC):
 
     @abstractmethod
     def send_settle(
-        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
     ) -> Awaitable[int]:
-        """Start the settlement now: charge `cost_nano`, release the hold, record the usage; the
-        awaitable gives the balance after it."""
+        """Start the settlement now: charge `cost_nano` (to the account, and to the key's spend in
+        `period`, the current one), release the hold, record the usage; the awaitable gives the balance
+        after it."""
 
-    async def settle(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
-        return await self.send_settle(hold, cost_nano, tokens_used, record)
+    async def settle(
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str = "total"
+    ) -> int:
+        return await self.send_settle(hold, cost_nano, tokens_used, record, period)
+
+    @abstractmethod
+    async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
+        """Give the live state a key's spend in `period`, from the ledger, unless it has it already."""
+
+    @abstractmethod
+    async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
+        """The key's settings are at `version` now: admissions under an older one reload the key (and
+        the shared key cache forgets it)."""
+
+    @abstractmethod
+    async def key_status(self, key_id: str, account_id: str, period: str, rpm: int, tpm: int) -> KeyStatus:
+        """The key's buckets, spend and requests in flight, and its account's available credit."""
 
     @abstractmethod
     async def load_account(self, account_id: str, state: CreditState) -> None:
@@ -150,11 +200,13 @@ class RedisLive(LiveState):
         self._admit = script("admit.lua")
         self._settle = script("settle.lua")
         self._peek = script("peek.lua")
+        self._status = script("key_status.lua")
         self._load = script("load_account.lua", prelude="")
+        self._load_spend = script("load_key_spend.lua", prelude="")
 
     async def start(self) -> None:
         await self.redis.ping()
-        for script in (self._admit, self._settle, self._load, self._peek):
+        for script in (self._admit, self._settle, self._load, self._peek, self._status, self._load_spend):
             await self.channel.call(("SCRIPT", "LOAD", script.source))
 
     async def close(self) -> None:
@@ -165,9 +217,22 @@ class RedisLive(LiveState):
         p = self.prefix
         return [f"{p}bucket:{hold.key_id}", f"{p}account:{hold.account_id}", f"{p}holds:{hold.account_id}"]
 
+    def _key_keys(self, key_id: str, period: str) -> list[str]:
+        """The key's spend in `period`, its holds, its requests in flight."""
+        p = self.prefix
+        return [f"{p}kspend:{key_id}:{period}", f"{p}kheld:{key_id}", f"{p}inflight:{key_id}"]
+
     def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
-        keys = [*self._keys(hold), f"{self.prefix}revoked:{hold.key_id}"]
+        p, key_id = self.prefix, hold.key_id
+        keys = [
+            *self._keys(hold),
+            f"{p}revoked:{key_id}",
+            f"{p}keyver:{key_id}",
+            *self._key_keys(key_id, hold.period),
+        ]
+        budget = -1 if hold.budget_nano is None else hold.budget_nano
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
+        args += [hold.version, budget, hold.max_parallel or 0]
         call = self.channel.submit_script(self._admit, keys, args)
         return PendingAdmission(call.reply, _reply_admits, _admit_result(call))
 
@@ -176,11 +241,30 @@ class RedisLive(LiveState):
         return AdmitResult(*answer)
 
     def send_settle(
-        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
+        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
     ) -> Awaitable[int]:
-        keys = [*self._keys(hold), self.stream]
+        keys = [*self._keys(hold), self.stream, *self._key_keys(hold.key_id, period)]
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
         return self.channel.submit_script(self._settle, keys, args)
+
+    async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
+        expiry_ms = 0 if expires_epoch == float("inf") else int(expires_epoch * 1000) + SPEND_KEPT_MS
+        keys = [self._key_keys(key_id, period)[0]]
+        await self.channel.evalsha(self._load_spend, keys, [spent_nano, expiry_ms])
+
+    async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
+        await self.redis.set(f"{self.prefix}keyver:{key_id}", str(version).encode())
+        if key_hash is not None:
+            await self.redis.delete(f"{self.prefix}key:{key_hash}")
+
+    async def key_status(self, key_id: str, account_id: str, period: str, rpm: int, tpm: int) -> KeyStatus:
+        p = self.prefix
+        keys = [f"{p}bucket:{key_id}", f"{p}account:{account_id}", *self._key_keys(key_id, period)]
+        reply = await self.channel.evalsha(self._status, keys, [rpm, tpm])
+        buckets = AdmitResult(*reply[:8])
+        available = reply[6] if reply[8] else None
+        spent = reply[9] if reply[10] else None
+        return KeyStatus(buckets, available, spent, reply[11], reply[12])
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
         keys = [f"{self.prefix}account:{account_id}"]
@@ -188,142 +272,6 @@ class RedisLive(LiveState):
 
     async def revoke(self, key_id: str) -> None:
         await self.redis.set(f"{self.prefix}revoked:{key_id}", b"1")
-
-
-@dataclass(slots=True)
-class _Bucket:
-    requests: float
-    requests_at: float
-    tokens: float
-    tokens_at: float
-
-    def refill_requests(self, rpm: int, now: float) -> None:
-        self.requests = min(rpm, self.requests + (now - self.requests_at) * rpm / 60000)
-        self.requests_at = now
-
-    def refill_tokens(self, tpm: int, now: float) -> None:
-        self.tokens = min(tpm, self.tokens + (now - self.tokens_at) * tpm / 60000)
-        self.tokens_at = now
-
-
-@dataclass(slots=True)
-class _Account:
-    credit: int
-    version: int
-    spent: int
-    reserved: int = 0
-    holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # member -> (nano, expiry ms)
-
-
-class MemoryLive(LiveState):
-    """`RedisLive`'s semantics in one process (no Redis): the embedded default."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
-        self._accounts: dict[str, _Account] = {}
-        self._revoked: set[str] = set()
-        self.pending: list[UsageRow] = []  # drained by the ledger writer
-
-    def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
-        answer = _ready(self._admit_now(hold, rpm))
-        return PendingAdmission(answer, _result_admits, answer)
-
-    def _admit_now(self, hold: Reservation, rpm: int) -> AdmitResult:
-        now = time.monotonic() * 1000
-        account = self._accounts.get(hold.account_id)
-        if hold.key_id in self._revoked:
-            return AdmitResult(REVOKED, 0, 0, 0, 0, 0, 0, 0)
-        if account is None:
-            return AdmitResult(UNKNOWN_ACCOUNT, 0, 0, 0, 0, 0, 0, 0)
-        for member, (nano, expiry) in list(account.holds.items()):
-            if expiry <= now:
-                del account.holds[member]
-                account.reserved -= nano
-        bucket = self._bucket(hold.key_id, rpm, hold.tpm, now)
-        bucket.refill_requests(rpm, now)
-        bucket.refill_tokens(hold.tpm, now)
-        balance = account.credit - account.spent
-        available = balance - account.reserved
-
-        def answer(code: int, retry_ms: float) -> AdmitResult:
-            return AdmitResult(
-                code,
-                math.floor(max(bucket.requests, 0)),
-                math.ceil((rpm - bucket.requests) * 60000 / rpm),
-                math.floor(max(bucket.tokens, 0)),
-                math.ceil((hold.tpm - bucket.tokens) * 60000 / hold.tpm),
-                math.ceil(retry_ms),
-                available,
-                balance,
-            )
-
-        if hold.tokens > hold.tpm:
-            return answer(TOO_LARGE, 0)
-        if bucket.requests < 1:
-            return answer(REQUEST_LIMIT, (1 - bucket.requests) * 60000 / rpm)
-        if bucket.tokens < hold.tokens:
-            return answer(TOKEN_LIMIT, (hold.tokens - bucket.tokens) * 60000 / hold.tpm)
-        if available < hold.nano:
-            if balance >= hold.nano:
-                return answer(CREDIT_IN_FLIGHT, 1000)
-            return answer(CREDIT_EXHAUSTED, 0)
-        bucket.requests -= 1
-        bucket.tokens -= hold.tokens
-        account.reserved += hold.nano
-        account.holds[hold.member] = (hold.nano, now + RESERVATION_TTL_MS)
-        available -= hold.nano
-        return answer(ADMITTED, 0)
-
-    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
-        now = time.monotonic() * 1000
-        bucket = self._bucket(key_id, rpm, tpm, now)
-        bucket.refill_requests(rpm, now)
-        bucket.refill_tokens(tpm, now)
-        return AdmitResult(
-            ADMITTED,
-            math.floor(max(bucket.requests, 0)),
-            math.ceil((rpm - bucket.requests) * 60000 / rpm),
-            math.floor(max(bucket.tokens, 0)),
-            math.ceil((tpm - bucket.tokens) * 60000 / tpm),
-            0,
-            0,
-            0,
-        )
-
-    def _bucket(self, key_id: str, rpm: int, tpm: int, now: float) -> _Bucket:
-        bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = _Bucket(rpm, now, tpm, now)
-        return bucket
-
-    def send_settle(
-        self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow
-    ) -> Awaitable[int]:
-        return _ready(self._settle_now(hold, cost_nano, tokens_used, record))
-
-    def _settle_now(self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow) -> int:
-        account = self._accounts[hold.account_id]
-        released = account.holds.pop(hold.member, None)
-        if released is not None:
-            account.reserved -= released[0]
-        account.spent += cost_nano
-        difference = tokens_used - hold.tokens
-        bucket = self._buckets.get(hold.key_id)
-        if difference and bucket is not None:
-            bucket.refill_tokens(hold.tpm, time.monotonic() * 1000)
-            bucket.tokens = min(hold.tpm, bucket.tokens - difference)
-        self.pending.append(record)
-        return account.credit - account.spent
-
-    async def load_account(self, account_id: str, state: CreditState) -> None:
-        account = self._accounts.get(account_id)
-        if account is None:
-            self._accounts[account_id] = _Account(state.credits_nano, state.version, state.usage_nano)
-        elif state.version > account.version:
-            account.credit, account.version = state.credits_nano, state.version
-
-    async def revoke(self, key_id: str) -> None:
-        self._revoked.add(key_id)
 
 
 async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:
@@ -334,11 +282,11 @@ def _reply_admits(reply: Any) -> bool:
     return isinstance(reply, list) and bool(reply) and reply[0] == ADMITTED
 
 
-def _result_admits(result: Any) -> bool:
+def result_admits(result: Any) -> bool:
     return isinstance(result, AdmitResult) and result.code == ADMITTED
 
 
-def _ready(value: T) -> asyncio.Future[T]:
+def ready(value: T) -> asyncio.Future[T]:
     """An awaitable already holding `value` (awaiting it does not yield to the event loop)."""
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     future.set_result(value)

@@ -10,25 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion.billing.live import RedisLive
+from bastion.cli import keys as key_commands
+from bastion.cli.inputs import InputError, parse_when
 from bastion.cli.output import emit_json, fail, table
 from bastion.config import Settings
 from bastion.db import migrate
 from bastion.db.store import Store, StoreError
 from bastion.management import Management
 from bastion.money import MoneyError, format_usd, usd_to_nano
-
-_RELATIVE = re.compile(r"(\d+)([mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class InputError(ValueError):
-    pass
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,18 +60,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     adjust.add_argument("--note", required=True, help="why (required for adjustments)")
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
-    key_create = command(keys, "create", "create a qbt_ key (shown once)", _keys_create)
-    key_create.add_argument("account", help="account id or name")
-    key_create.add_argument("--name")
-    key_create.add_argument("--rpm", type=int, help="requests per minute (default BASTION_DEFAULT_RPM)")
-    key_create.add_argument("--tpm", type=int, help="tokens per minute (default BASTION_DEFAULT_TPM)")
-    key_create.add_argument("--models", help="comma-separated model ids this key may use (default: all)")
-    key_create.add_argument("--expires", help="ISO date/time (UTC) or a duration from now: 30d, 12h, 2w")
-    key_list = command(keys, "list", "list keys", _keys_list)
-    key_list.add_argument("account", nargs="?", help="account id or name")
-    revoke = command(keys, "revoke", "revoke a key (takes effect on every instance)", _keys_revoke)
-    revoke.add_argument("key_id")
-
+    key_commands.add_commands(keys, command)
     usage = command(commands, "usage", "usage records, newest first", _usage)
     usage.add_argument("--account", help="account id or name")
     usage.add_argument("--key", help="key id")
@@ -116,21 +98,6 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:
         return "cli"
-
-
-def parse_when(text: str | None, future: bool) -> datetime | None:
-    """ISO date/time (naive means UTC), or a duration from now (future) or ago (past): 30m, 12h, 7d, 2w."""
-    if text is None:
-        return None
-    match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return datetime.now(UTC) + (delta if future else -delta)
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InputError(f"'{text}' is neither an ISO date/time nor a duration like 30d") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def _migrate(management: Management, args: argparse.Namespace) -> int:
@@ -187,49 +154,6 @@ async def _credits_adjust(management: Management, args: argparse.Namespace) -> i
     else:
         balance = format_usd(credit.balance_nano)
         print(f"adjusted {credit.account_id} by {format_usd(credit.amount_nano)}; balance {balance}")
-    return 0
-
-
-async def _keys_create(management: Management, args: argparse.Namespace) -> int:
-    models = args.models.split(",") if args.models is not None else None
-    expires = parse_when(args.expires, future=True)
-    key, plaintext = await management.create_key(args.account, args.name, args.rpm, args.tpm, models, expires)
-    if args.json:
-        emit_json({**key.as_json(), "key": plaintext})
-    else:
-        print(
-            f"key {key.id} '{key.name}' for {key.account_id}."
-            f" The key is shown this once:\n\n    {plaintext}\n"
-        )
-    return 0
-
-
-async def _keys_list(management: Management, args: argparse.Namespace) -> int:
-    keys = await management.list_keys(args.account)
-    if args.json:
-        emit_json([k.as_json() for k in keys])
-    else:
-        rows = [
-            (
-                k.id,
-                k.account_id,
-                k.name,
-                k.prefix + "...",
-                "revoked" if k.revoked_at else "active",
-                k.rpm or "-",
-                k.tpm or "-",
-                ",".join(k.allowed_models) if k.allowed_models else "all",
-                k.expires_at or "-",
-            )
-            for k in keys
-        ]
-        table(rows, ["ID", "ACCOUNT", "NAME", "PREFIX", "STATE", "RPM", "TPM", "MODELS", "EXPIRES"])
-    return 0
-
-
-async def _keys_revoke(management: Management, args: argparse.Namespace) -> int:
-    key = await management.revoke_key(args.key_id)
-    emit_json(key.as_json()) if args.json else print(f"key {key.id} revoked at {key.revoked_at}")
     return 0
 
 

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     ledger_flush_seconds: float = Field(
         0.5, gt=0, description="Longest wait before usage records are written to the database."
     )
+    budget_timezone: str = Field(
+        "UTC", description="Time zone of keys' daily, weekly and monthly budget periods (e.g. Europe/Paris)."
+    )
+    clock_offset_seconds: float = Field(
+        0.0, description="Moves Bastion's clock for budget periods (tests that cross a period's turn)."
+    )
     default_max_output_tokens: int = Field(
         4096, ge=1, description="Output tokens reserved when neither request nor model caps them."
     )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -54,6 +55,11 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    budget_nano: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # spend limit per period
+    budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)  # total|daily|weekly|monthly
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests in flight at most
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # bumped on each change
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
 
 
 class CreditTransaction(Base):
@@ -70,6 +76,10 @@ class CreditTransaction(Base):
 
 class UsageRecord(Base):
     __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_key_created", "key_id", "created_at"),  # a key's spend in a period
+        Index("ix_usage_records_account_client_id", "account_id", "client_request_id"),  # GET /v1/requests
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(160), unique=True)

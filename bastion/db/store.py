@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
 from bastion.db.engine import create_engine, session_factory
+from bastion.db.errors import Conflict, NotFound, StoreError
 from bastion.db.ledger_sql import PostgresBatches, encode_row, insert_and_charge_sqlite
+from bastion.db.limits import COLUMN, KeyLimits
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageRecord, utcnow
 from bastion.db.views import (
     AccountView,
@@ -30,18 +33,6 @@ from bastion.db.views import (
     as_utc,
     key_view,
 )
-
-
-class StoreError(ValueError):
-    """Bad input for a management operation; nothing was written."""
-
-
-class NotFound(StoreError):
-    """The account or key named does not exist."""
-
-
-class Conflict(StoreError):
-    """The name is taken."""
 
 
 class Store:
@@ -156,15 +147,14 @@ class Store:
         tpm: int | None = None,
         models: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        budget_nano: int | None = None,
+        budget_period: str | None = None,
+        max_parallel: int | None = None,
     ) -> tuple[KeyView, str]:
         """A new key and its plaintext, which is never stored and never shown again."""
-        for label, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and value < 1:
-                raise StoreError(f"{label} must be a positive integer")
-        if models is not None and not [m for m in models if m.strip()]:
-            raise StoreError("an allowed-model list cannot be empty (omit it to allow every model)")
-        if expires_at is not None and expires_at <= utcnow():
-            raise StoreError("the expiry must be in the future")
+        limits = KeyLimits(rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel)
+        limits.check()
+        models, budget_period = limits.models, limits.budget_period
         plaintext = generate_key()
         async with self._sessions.begin() as session:
             account = await _find_account(session, ref)
@@ -180,14 +170,63 @@ class Store:
                 name=name,
                 prefix=display_prefix(plaintext),
                 key_hash=hash_key(plaintext),
-                allowed_models=[m.strip() for m in models if m.strip()] if models is not None else None,
+                allowed_models=models,
                 rpm=rpm,
                 tpm=tpm,
                 expires_at=expires_at,
+                budget_nano=budget_nano,
+                budget_period=budget_period,
+                max_parallel=max_parallel,
                 created_at=utcnow(),
             )
             session.add(key)
         return key_view(key), plaintext
+
+    async def update_key(self, key_id: str, name: str | None, changes: dict[str, Any]) -> tuple[KeyView, str]:
+        """Change a key's name and limits (`changes`: KeyLimits fields; None clears one); the version is
+        bumped so every instance reloads it. Returns the key and its hash."""
+        unknown = set(changes) - set(KeyLimits.__dataclass_fields__)
+        if unknown:
+            raise StoreError(f"unknown key settings: {', '.join(sorted(unknown))}")
+        async with self._sessions.begin() as session:
+            key = await session.get(ApiKey, key_id)
+            if key is None:
+                raise NotFound(f"no key with id '{key_id}'")
+            current = {
+                field: getattr(key, COLUMN.get(field, field)) for field in KeyLimits.__dataclass_fields__
+            }
+            limits = KeyLimits(**(current | changes))
+            limits.check(existing_expiry=key.expires_at)
+            if name is not None and name.strip() != key.name:
+                name = name.strip()
+                if not name:
+                    raise StoreError("a key's name cannot be empty")
+                taken = await session.scalar(
+                    select(ApiKey.id).where(ApiKey.account_id == key.account_id, ApiKey.name == name)
+                )
+                if taken:
+                    raise Conflict(f"the account already has a key named '{name}'")
+                key.name = name
+            for field in KeyLimits.__dataclass_fields__:
+                setattr(key, COLUMN.get(field, field), getattr(limits, field))
+            key.version = (key.version or 0) + 1
+            key.updated_at = utcnow()
+        return key_view(key), key.key_hash
+
+    async def keys_changed_since(self, since: datetime) -> list[str]:
+        """Ids of keys whose settings changed at or after `since` (the sync poll)."""
+        async with self._sessions() as session:
+            return list(await session.scalars(select(ApiKey.id).where(ApiKey.updated_at >= since)))
+
+    async def key_spend(self, key_id: str, since: datetime | None) -> int:
+        """What a key's requests cost since `since` (all of them: None), from the ledger."""
+        async with self._sessions() as session:
+            query = select(func.coalesce(func.sum(UsageRecord.cost_nano), 0)).where(
+                UsageRecord.key_id == key_id
+            )
+            if since is not None:
+                query = query.where(UsageRecord.created_at >= since)
+            return int(await session.scalar(query) or 0)
 
     async def list_keys(self, ref: str | None = None) -> list[KeyView]:
         async with self._sessions() as session:
@@ -204,6 +243,12 @@ class Store:
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
         return key_view(key)
+
+    async def key(self, key_id: str) -> tuple[KeyView, str] | None:
+        """A key by id, with its hash."""
+        async with self._sessions() as session:
+            key = await session.get(ApiKey, key_id)
+            return (key_view(key), key.key_hash) if key is not None else None
 
     async def find_key(self, key_hash: str) -> KeyView | None:
         async with self._sessions() as session:

@@ -37,6 +37,10 @@ class KeyView:
     expires_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    budget_nano: int | None = None
+    budget_period: str | None = None  # total | daily | weekly | monthly (with a budget)
+    max_parallel: int | None = None
+    version: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,6 +137,10 @@ def key_view(key: ApiKey) -> KeyView:
         as_utc(key.expires_at),
         as_utc(key.revoked_at),
         as_utc(key.created_at),  # type: ignore[arg-type]
+        key.budget_nano,
+        key.budget_period,
+        key.max_parallel,
+        key.version or 0,
     )
 
 

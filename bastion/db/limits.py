@@ -1,0 +1,45 @@
+"""What a key may do (its limits), checked before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bastion.db.errors import StoreError
+from bastion.db.models import utcnow
+from bastion.periods import PERIODS
+
+COLUMN = {"models": "allowed_models"}  # field -> column, where they differ
+
+
+@dataclass(slots=True)
+class KeyLimits:
+    """What a key may do, checked before anything is written."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    models: Sequence[str] | None = None
+    expires_at: datetime | None = None
+    budget_nano: int | None = None
+    budget_period: str | None = None
+    max_parallel: int | None = None
+
+    def check(self, existing_expiry: datetime | None = None) -> None:
+        for label, value in (("rpm", self.rpm), ("tpm", self.tpm), ("max_parallel", self.max_parallel)):
+            if value is not None and value < 1:
+                raise StoreError(f"{label} must be a positive integer")
+        if self.models is not None:
+            self.models = [m.strip() for m in self.models if m.strip()]
+            if not self.models:
+                raise StoreError("an allowed-model list cannot be empty (omit it to allow every model)")
+        if self.expires_at is not None and self.expires_at != existing_expiry and self.expires_at <= utcnow():
+            raise StoreError("the expiry must be in the future")
+        if self.budget_nano is None:
+            self.budget_period = None
+            return
+        if self.budget_nano < 0:
+            raise StoreError("a budget cannot be negative")
+        self.budget_period = self.budget_period or "total"
+        if self.budget_period not in PERIODS:
+            raise StoreError(f"the budget period must be one of {', '.join(PERIODS)}")
