@@ -123,6 +123,9 @@ def bastion(backing: Backing, *args: str) -> str:
         text=True,
         env=backing.env(workers=1),
         timeout=120,
+        # Not this tree's directory: `-m` puts the working directory ahead of PYTHONPATH, and a
+        # backing for another tree (bench.compare) must migrate with that tree's migrations.
+        cwd=backing.workdir,
     )
     if done.returncode != 0:
         last = "\n".join(done.stderr.strip().splitlines()[-3:])

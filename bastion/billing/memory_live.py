@@ -97,7 +97,7 @@ class MemoryLive(LiveState):
         self._accounts: dict[str, _Account] = {}
         self._revoked: set[str] = set()
         self._versions: dict[str, int] = {}
-        self._spent: dict[tuple[str, str], int] = {}  # (key id, period) -> spend in it
+        self._spent: dict[str, tuple[str, int]] = {}  # key id -> (its current period, spend in it)
         self._key_holds: dict[str, _Holds] = {}
         self.pending: list[UsageRow] = []  # drained by the ledger writer
 
@@ -114,9 +114,10 @@ class MemoryLive(LiveState):
         account = self._accounts.get(hold.account_id)
         if account is None:
             return AdmitResult(UNKNOWN_ACCOUNT, 0, 0, 0, 0, 0, 0, 0)
-        key_spent = self._spent.get((hold.key_id, hold.period))
-        if key_spent is None:
+        spend = self._spent.get(hold.key_id)
+        if spend is None or spend[0] != hold.period:
             return AdmitResult(UNKNOWN_KEY_SPEND, 0, 0, 0, 0, 0, 0, 0)
+        key_spent = spend[1]
         account.holds.expire(now)
         key_holds = self._key_holds.setdefault(hold.key_id, _Holds())
         key_holds.expire(now)
@@ -181,9 +182,9 @@ class MemoryLive(LiveState):
         key_holds = self._key_holds.get(hold.key_id)
         if key_holds is not None:
             key_holds.release(hold.member)
-        spend = (hold.key_id, period)
-        if spend in self._spent:  # else loaded from the ledger, which has this record by then
-            self._spent[spend] += cost_nano
+        spend = self._spent.get(hold.key_id)
+        if spend is not None and spend[0] == period:  # else loaded from the ledger, which has it by then
+            self._spent[hold.key_id] = (period, spend[1] + cost_nano)
         difference = tokens_used - hold.tokens
         bucket = self._buckets.get(hold.key_id)
         if difference and bucket is not None:
@@ -200,7 +201,9 @@ class MemoryLive(LiveState):
             account.credit, account.version = state.credits_nano, state.version
 
     async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
-        self._spent.setdefault((key_id, period), spent_nano)
+        known = self._spent.get(key_id)
+        if known is None or known[0] != period:  # a new period replaces the one before
+            self._spent[key_id] = (period, spent_nano)
 
     async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
         self._versions[key_id] = max(version, self._versions.get(key_id, 0))
@@ -214,7 +217,8 @@ class MemoryLive(LiveState):
             available = account.credit - account.spent - account.holds.reserved
         holds = self._key_holds.get(key_id) or _Holds()
         holds.expire(now)
-        spent = self._spent.get((key_id, period))
+        known = self._spent.get(key_id)
+        spent = known[1] if known is not None and known[0] == period else None
         return KeyStatus(
             await self.peek(key_id, rpm, tpm), available, spent, holds.reserved, len(holds.members)
         )

@@ -18,7 +18,14 @@ from bastion.billing.live import (
     AdmitResult,
     Reservation,
 )
-from bastion.errors import ApiError, insufficient_funds, invalid_api_key, key_budget_exceeded, rate_limited
+from bastion.errors import (
+    ApiError,
+    insufficient_funds,
+    invalid_api_key,
+    key_budget_exceeded,
+    rate_limited,
+    service_unavailable,
+)
 from bastion.money import format_usd
 from bastion.periods import Window
 
@@ -69,7 +76,8 @@ def refusal(
             f"Retry when they finish.",
             {**headers, "retry-after": retry_after, "x-should-retry": "true"},
         )
-    assert result.code == CREDIT_EXHAUSTED
+    if result.code != CREDIT_EXHAUSTED:  # the live state kept asking to load what was loaded
+        return service_unavailable("Bastion could not load this key's live state; retry.", retry_after="1")
     return insufficient_funds(
         f"Insufficient credit: this request could cost up to {could_cost} and "
         f"{format_usd(max(result.available_nano, 0))} is available. Add credit to the account.",
