@@ -36,19 +36,21 @@ def nano_to_usd(nano: int) -> Decimal:
     return Decimal(nano) / _NANO
 
 
+def _parts(nano: int) -> tuple[str, int, str]:
+    """Sign, whole dollars, and the nano-dollar fraction's digits without trailing zeros."""
+    units, rest = divmod(abs(nano), NANO_PER_USD)
+    return "-" if nano < 0 else "", units, f"{rest:09d}".rstrip("0")
+
+
 def decimal_usd(nano: int) -> str:
     """Exact and machine-readable: '0.000028', '12.5', '0' (the x-bastion-cost-usd header)."""
-    sign = "-" if nano < 0 else ""
-    units, rest = divmod(abs(nano), NANO_PER_USD)
-    fraction = f"{rest:09d}".rstrip("0")
+    sign, units, fraction = _parts(nano)
     return f"{sign}{units}.{fraction}" if fraction else f"{sign}{units}"
 
 
 def format_usd(nano: int) -> str:
     """Human form: '$12.50', '$0.000001234'; trailing zeros beyond cents trimmed."""
-    sign = "-" if nano < 0 else ""
-    units, rest = divmod(abs(nano), NANO_PER_USD)
-    fraction = f"{rest:09d}".rstrip("0")
+    sign, units, fraction = _parts(nano)
     return f"{sign}${units}.{fraction.ljust(2, '0')}"
 
 

@@ -56,9 +56,7 @@ class Sync:
                 self._revoked.add(key_id)
                 self.authenticator.forget(key_id)
                 await self.live.revoke(key_id)
-        for key_id in await self.store.keys_changed_since(self._since):
-            found = await self.store.key(key_id)
-            version = found[0].version if found is not None else 0
+        for key_id, version in await self.store.keys_changed_since(self._since):
             if self._versions.get(key_id) != version:
                 self._versions[key_id] = version
                 self.authenticator.forget(key_id)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
@@ -17,6 +18,9 @@ import pytest
 import yaml
 from provision import account_with_key, migrated, run, sqlite_url
 from upstream import MockUpstream
+
+if TYPE_CHECKING:
+    from stacks import Stack
 
 PROVIDER_KEY = "sk-prov-SECRET"
 CLIENT_KEY = "qbt_Test0123456789abcdefghijklmnopqrstuvwxyz"
@@ -196,6 +200,19 @@ def gateway(
     server = start_gateway(config_path, workdir / "bastion.log", env)
     yield server
     stop_gateway(server)
+
+
+@pytest.fixture(scope="module", params=["embedded", "shared"])
+def stack(
+    request: pytest.FixtureRequest,
+    upstream: MockUpstream,
+    blackhole_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """A module's stack, once per storage stack: SQLite + in-process, PostgreSQL + Redis (tests/stacks.py)."""
+    from stacks import running_stack  # stacks imports this module
+
+    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture

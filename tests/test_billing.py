@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from stacks import Stack, poll, running_stack
+from stacks import Stack, poll
 from upstream import MockUpstream
 
 from bastion.billing.estimate import prompt_tokens
@@ -25,16 +25,6 @@ from bastion.billing.estimate import prompt_tokens
 HELLO = [{"role": "user", "content": "hi"}]
 ONE_REQUEST = 17_000  # 11 * 1,000 + 3 * 2,000
 USD = 10**9
-
-
-@pytest.fixture(scope="module", params=["embedded", "shared"])
-def stack(
-    request: pytest.FixtureRequest,
-    upstream: MockUpstream,
-    blackhole_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 def _post(

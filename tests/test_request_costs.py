@@ -8,26 +8,13 @@ from __future__ import annotations
 import io
 import secrets
 import wave
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
-import pytest
-from stacks import Stack, running_stack
-from upstream import MockUpstream
+from stacks import Stack
 
 USD = 10**9
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module", params=["embedded", "shared"])
-def stack(
-    request: pytest.FixtureRequest,
-    upstream: MockUpstream,
-    blackhole_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 def nano(header: str) -> int:

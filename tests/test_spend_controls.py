@@ -10,31 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
-import pytest
 import redis
-from stacks import Stack, poll, running_stack
-from upstream import MockUpstream
+from stacks import Stack, poll
 
 from bastion.money import decimal_usd
 
 USD = 10**9
 ONE_REQUEST = 17_000
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module", params=["embedded", "shared"])
-def stack(
-    request: pytest.FixtureRequest,
-    upstream: MockUpstream,
-    blackhole_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 def keyed(stack: Stack, **options: object) -> tuple[str, str, str]:

@@ -13,14 +13,14 @@ import io
 import socket
 import struct
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import httpx2
 import openai
 import pytest
-from stacks import Stack, running_stack
+from stacks import Stack
 from upstream import MockUpstream
 
 USD = 10**9
@@ -32,16 +32,6 @@ TTS_BODY = {
     "sample_rate_hz": 16000,
     "encoding": 1,
 }
-
-
-@pytest.fixture(scope="module", params=["embedded", "shared"])
-def stack(
-    request: pytest.FixtureRequest,
-    upstream: MockUpstream,
-    blackhole_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    yield from running_stack(request.param, upstream, blackhole_port, tmp_path_factory.mktemp(request.param))
 
 
 def _tts(stack: Stack, key: str | None, body: dict[str, Any] | None = None) -> httpx.Response:

@@ -27,20 +27,16 @@ if not key_spent then return early(9) end
 key_spent = tonumber(key_spent)
 
 -- Reservations of requests whose gateway died expire; give their credit (and the key's budget) back.
-local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-if #stale > 0 then
+local function expire(holds, totals)
+  local stale = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  if #stale == 0 then return end
   local freed = 0
   for _, member in ipairs(stale) do freed = freed + tonumber(string.match(member, '|(%d+)$')) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  redis.call('HINCRBY', KEYS[2], 'reserved', -freed)
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  redis.call('HINCRBY', totals, 'reserved', -freed)
 end
-local stale_here = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now)
-if #stale_here > 0 then
-  local freed = 0
-  for _, member in ipairs(stale_here) do freed = freed + tonumber(string.match(member, '|(%d+)$')) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-  redis.call('HINCRBY', KEYS[7], 'reserved', -freed)
-end
+expire(KEYS[3], KEYS[2])
+expire(KEYS[8], KEYS[7])
 
 local bucket = redis.call('HMGET', KEYS[1], 'r', 'rt', 't', 'tt')
 local requests = refill(bucket[1], bucket[2], rpm)

@@ -213,10 +213,11 @@ class Store:
             key.updated_at = utcnow()
         return key_view(key), key.key_hash
 
-    async def keys_changed_since(self, since: datetime) -> list[str]:
-        """Ids of keys whose settings changed at or after `since` (the sync poll)."""
+    async def keys_changed_since(self, since: datetime) -> list[tuple[str, int]]:
+        """(id, version) of keys whose settings changed at or after `since` (the sync poll)."""
         async with self._sessions() as session:
-            return list(await session.scalars(select(ApiKey.id).where(ApiKey.updated_at >= since)))
+            rows = await session.execute(select(ApiKey.id, ApiKey.version).where(ApiKey.updated_at >= since))
+            return [(key_id, int(version)) for key_id, version in rows]
 
     async def key_spend(self, key_id: str, since: datetime | None) -> int:
         """What a key's requests cost since `since` (all of them: None), from the ledger."""

@@ -70,27 +70,15 @@ class Members:
         # Matches that skipped nothing end right after the closing brace, with only space after it.
         if not found or raw[end - 1] != _CLOSE or raw[end:].strip(_SPACE):
             return _by_tokens(raw)
-        members = cls(end - 1, None, found, start)
         if len(found) != count:  # orjson kept one of each: some key was written twice
-            members.spans  # noqa: B018 - raises DuplicateKey
-        return members
+            return cls(end - 1, _spans_of(found, start), None, 0)  # raises DuplicateKey naming it
+        return cls(end - 1, None, found, start)
 
     @property
     def spans(self) -> dict[str, Span]:
         """Every member's span, by its decoded key."""
         if self._spans is None:
-            spans: dict[str, Span] = {}
-            at = self._start
-            for lead, key, colon, value, tail in self._found or ():
-                key_start = at + len(lead)
-                value_start = key_start + len(key) + len(colon)
-                _add(
-                    spans,
-                    _name(key),
-                    (key_start, value_start - len(colon), value_start, value_start + len(value)),
-                )
-                at = value_start + len(value) + len(tail)
-            self._spans = spans
+            self._spans = _spans_of(self._found or [], self._start)
         return self._spans
 
     def span(self, name: str) -> Span | None:
@@ -120,6 +108,19 @@ class Members:
         if at > 0:
             return spans[keys[at - 1]][3], end  # from the comma after the previous value
         return start, end
+
+
+def _spans_of(found: list[Any], start: int) -> dict[str, Span]:
+    """The spans of member matches tiling the object from `start`; DuplicateKey if a key repeats."""
+    spans: dict[str, Span] = {}
+    at = start
+    for lead, key, colon, value, tail in found:
+        key_start = at + len(lead)
+        value_start = key_start + len(key) + len(colon)
+        span = (key_start, value_start - len(colon), value_start, value_start + len(value))
+        _add(spans, _name(key), span)
+        at = value_start + len(value) + len(tail)
+    return spans
 
 
 def _by_tokens(raw: bytes) -> Members:
