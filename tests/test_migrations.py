@@ -18,7 +18,17 @@ from bastion.db.engine import create_engine
 from bastion.db.migrate import head_revision
 from bastion.db.models import Base
 
-TABLES = ["accounts", "alembic_version", "api_keys", "credit_transactions", "usage_records"]
+TABLES = [
+    "accounts",
+    "alembic_version",
+    "api_keys",
+    "audit_log",
+    "credit_transactions",
+    "dashboard_sessions",
+    "dashboard_users",
+    "usage_daily",
+    "usage_records",
+]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

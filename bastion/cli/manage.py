@@ -68,7 +68,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     usage.add_argument("--limit", type=int, default=100)
 
     ledger = commands.add_parser("ledger", help="ledger").add_subparsers(title="ledger commands")
-    command(ledger, "check", "verify balance = credits - usage for every account", _ledger_check)
+    command(
+        ledger,
+        "check",
+        "verify balance = credits - usage, and the daily rollups = usage, for every account",
+        _ledger_check,
+    )
 
 
 def _run(
@@ -198,11 +203,12 @@ async def _ledger_check(management: Management, args: argparse.Namespace) -> int
                     format_usd(line.balance_nano),
                     format_usd(line.credits_nano),
                     format_usd(line.usage_nano),
+                    format_usd(line.rolled_up_nano),
                     "ok" if line.ok else "MISMATCH",
                 )
                 for line in lines
             ],
-            ["ACCOUNT", "BALANCE", "CREDITS", "USAGE", "CHECK"],
+            ["ACCOUNT", "BALANCE", "CREDITS", "USAGE", "DAILY ROLLUPS", "CHECK"],
         )
         print(f"{len(lines) - len(bad)} of {len(lines)} accounts balance" if lines else "no accounts")
     return 1 if bad else 0

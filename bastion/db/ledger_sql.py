@@ -1,5 +1,6 @@
-"""Writing usage records in batches: one statement per batch, charged to the accounts in the same
-transaction, records already written (same request id) skipped.
+"""Writing usage records in batches: one statement per batch, charged to the accounts and summed into
+the daily rollups (`usage_daily`) in the same transaction, records already written (same request id)
+skipped.
 
 Records come as the JSON objects the ledger stream carries (`created_at` in ISO 8601). On PostgreSQL a
 batch is a single statement, run on a connection the writer keeps, whose one parameter is the batch as
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import MISSING, fields
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bastion.db.models import Account, UsageRecord
+from bastion.db.models import Account, UsageDaily, UsageRecord
 from bastion.db.views import UsageRow
 
 _REQUIRED = object()
@@ -35,18 +36,29 @@ _SELECTED = ", ".join(
     f"coalesce(r.{name}, {default!r})" if default not in (_REQUIRED, None) else f"r.{name}"
     for name, default in USAGE_FIELDS.items()
 )
+_ROLLUP_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_nano")
+_ROLLUP_COLUMNS = ", ".join(("account_id", "day", "key_id", "model", *_ROLLUP_SUMS))
+_ROLLUP_ADD = ", ".join(f"{name} = d.{name} + EXCLUDED.{name}" for name in _ROLLUP_SUMS)
+# Rollup rows are inserted in key order (ORDER BY), so concurrent batches lock them in the same order.
 _INSERT_AND_CHARGE = f"""
     WITH inserted AS (
         INSERT INTO usage_records ({_COLUMNS})
         SELECT {_SELECTED} FROM json_populate_recordset(NULL::usage_records, CAST($1 AS json)) AS r
         ON CONFLICT (request_id) DO NOTHING
-        RETURNING account_id, cost_nano
+        RETURNING account_id, key_id, model, created_at, status, prompt_tokens, completion_tokens, cost_nano
     ), charged AS (
         SELECT account_id, sum(cost_nano) AS cost, count(*) AS records FROM inserted GROUP BY account_id
     ), updated AS (
         UPDATE accounts SET balance_nano = accounts.balance_nano - charged.cost
         FROM charged WHERE accounts.id = charged.account_id
         RETURNING charged.records
+    ), rolled_up AS (
+        INSERT INTO usage_daily AS d ({_ROLLUP_COLUMNS})
+        SELECT account_id, (created_at AT TIME ZONE 'UTC')::date, key_id, model, count(*),
+               count(*) FILTER (WHERE status >= 400), sum(prompt_tokens), sum(completion_tokens),
+               sum(cost_nano)
+        FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (account_id, day, key_id, model) DO UPDATE SET {_ROLLUP_ADD}
     )
     SELECT coalesce(sum(records), 0) FROM updated
 """
@@ -90,8 +102,8 @@ def encode_row(row: UsageRow) -> bytes:
 
 
 async def insert_and_charge_sqlite(connection: AsyncConnection, records: list[bytes]) -> int:
-    """The embedded SQLite database: an executemany, then one update per account (in the caller's
-    transaction); returns how many records were new."""
+    """The embedded SQLite database: an executemany, one update per account and one upsert of the
+    rollups (in the caller's transaction); returns how many records were new."""
     decoded = [orjson.loads(record) for record in records]
     values = [
         {
@@ -105,14 +117,47 @@ async def insert_and_charge_sqlite(connection: AsyncConnection, records: list[by
     statement = (
         sqlite.insert(UsageRecord)
         .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(UsageRecord.account_id, UsageRecord.cost_nano)
+        .returning(UsageRecord.request_id)
     )
-    inserted = (await connection.execute(statement, values)).all()
+    inserted = {row.request_id for row in (await connection.execute(statement, values)).all()}
+    new = []
+    for value in values:  # a request id twice in one batch was inserted once
+        if value["request_id"] in inserted:
+            inserted.discard(value["request_id"])
+            new.append(value)
     charged: dict[str, int] = defaultdict(int)
-    for row in inserted:
-        charged[row.account_id] += row.cost_nano
+    for value in new:
+        charged[value["account_id"]] += value["cost_nano"]
     for account_id, cost in charged.items():
         await connection.execute(
             update(Account).where(Account.id == account_id).values(balance_nano=Account.balance_nano - cost)
         )
-    return len(inserted)
+    if new:
+        await connection.execute(_sqlite_rollup_upsert(), daily_sums(new))
+    return len(new)
+
+
+def daily_sums(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Usage records summed per UTC day, account, key and model: rows of `usage_daily` to add."""
+    sums: dict[tuple[str, date, str, str], list[int]] = {}
+    for value in values:
+        created = value["created_at"]
+        day = (created.astimezone(UTC) if created.tzinfo else created).date()
+        row = sums.setdefault((value["account_id"], day, value["key_id"], value["model"]), [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += value["status"] >= 400
+        row[2] += value["prompt_tokens"]
+        row[3] += value["completion_tokens"]
+        row[4] += value["cost_nano"]
+    return [
+        {"account_id": a, "day": d, "key_id": k, "model": m, **dict(zip(_ROLLUP_SUMS, row, strict=True))}
+        for (a, d, k, m), row in sorted(sums.items())
+    ]
+
+
+def _sqlite_rollup_upsert() -> Any:
+    statement = sqlite.insert(UsageDaily)
+    return statement.on_conflict_do_update(
+        index_elements=["account_id", "day", "key_id", "model"],
+        set_={name: getattr(UsageDaily, name) + getattr(statement.excluded, name) for name in _ROLLUP_SUMS},
+    )

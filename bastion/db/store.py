@@ -21,7 +21,7 @@ from bastion.db.engine import create_engine, session_factory
 from bastion.db.errors import Conflict, NotFound, StoreError
 from bastion.db.ledger_sql import PostgresBatches, encode_row, insert_and_charge_sqlite
 from bastion.db.limits import COLUMN, KeyLimits
-from bastion.db.models import Account, ApiKey, CreditTransaction, UsageRecord, utcnow
+from bastion.db.models import Account, ApiKey, CreditTransaction, UsageDaily, UsageRecord, utcnow
 from bastion.db.views import (
     AccountView,
     CreditState,
@@ -324,11 +324,18 @@ class Store:
             .where(UsageRecord.account_id == Account.id)
             .scalar_subquery()
         )
+        rolled_up = (
+            select(func.coalesce(func.sum(UsageDaily.cost_nano), 0))
+            .where(UsageDaily.account_id == Account.id)
+            .scalar_subquery()
+        )
         async with self._sessions() as session:
             rows = await session.execute(
-                select(Account.id, Account.name, Account.balance_nano, credits, usage).order_by(Account.name)
+                select(Account.id, Account.name, Account.balance_nano, credits, usage, rolled_up).order_by(
+                    Account.name
+                )
             )
-            return [LedgerLine(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+            return [LedgerLine(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
 
 
 def _credit(account_id: str, amount: int, kind: str, note: str | None, actor: str) -> CreditTransaction:

@@ -106,10 +106,12 @@ class LedgerLine:
     balance_nano: int
     credits_nano: int
     usage_nano: int
+    rolled_up_nano: int = 0  # the daily rollups' sum, which must equal the usage records'
 
     @property
     def ok(self) -> bool:
-        return self.balance_nano == self.credits_nano - self.usage_nano
+        books = self.balance_nano == self.credits_nano - self.usage_nano
+        return books and self.rolled_up_nano == self.usage_nano
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
