@@ -1,7 +1,9 @@
-"""Account, credit and key operations, shared by the CLI and the admin API.
+"""Account, credit, key and dashboard-user operations: the one implementation the CLI, the admin API and
+the dashboard share.
 
-Each one writes the database first, then tells the live state (Redis) so it takes effect at once on
-every instance; without Redis the serving process picks it up from its database poll (`bastion.sync`).
+Each one writes the database first (its audit entry in the same transaction), then tells the live state
+(Redis) so it takes effect at once on every instance; without Redis the serving process picks it up from
+its database poll (`bastion.sync`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from bastion.billing.live import LiveState
+from bastion.db.audit import Actor, AuditView, as_actor
+from bastion.db.people import UserView
 from bastion.db.store import AccountView, CreditView, KeyView, LedgerLine, Store, UsageRow
 from bastion.periods import Periods, Window
 
@@ -23,14 +27,16 @@ class Management:
         self.live = live
         self.forget_key = forget_key  # this process's key cache, when it has one
 
-    async def create_account(self, name: str, credits_nano: int = 0, actor: str = "cli") -> AccountView:
+    async def create_account(
+        self, name: str, credits_nano: int = 0, actor: Actor | str = "cli"
+    ) -> AccountView:
         return await self.store.create_account(name, credits_nano, actor)
 
     async def list_accounts(self) -> list[AccountView]:
         return await self.store.list_accounts()
 
     async def add_credits(
-        self, account: str, amount_nano: int, note: str | None, actor: str, kind: str = "topup"
+        self, account: str, amount_nano: int, note: str | None, actor: Actor | str, kind: str = "topup"
     ) -> CreditView:
         credit = await self.store.add_credits(account, amount_nano, note, actor, kind)
         if self.live is not None:
@@ -48,16 +54,19 @@ class Management:
         budget_nano: int | None = None,
         budget_period: str | None = None,
         max_parallel: int | None = None,
+        actor: Actor | str = "cli",
     ) -> tuple[KeyView, str]:
         return await self.store.create_key(
-            account, name, rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel
+            account, name, rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel, actor
         )
 
-    async def update_key(self, key_id: str, name: str | None, changes: dict[str, Any]) -> KeyView:
+    async def update_key(
+        self, key_id: str, name: str | None, changes: dict[str, Any], actor: Actor | str = "cli"
+    ) -> KeyView:
         """New settings for a key; the next request on every instance runs under them (with Redis: the
         admission script sees the new version at once; without: this process at once, others through
         the database poll)."""
-        key, key_hash = await self.store.update_key(key_id, name, changes)
+        key, key_hash = await self.store.update_key(key_id, name, changes, actor)
         if self.live is not None:
             await self.live.key_changed(key.id, key.version, key_hash)
         if self.forget_key is not None:
@@ -72,8 +81,8 @@ class Management:
     async def list_keys(self, account: str | None = None) -> list[KeyView]:
         return await self.store.list_keys(account)
 
-    async def revoke_key(self, key_id: str) -> KeyView:
-        key = await self.store.revoke_key(key_id)
+    async def revoke_key(self, key_id: str, actor: Actor | str = "cli") -> KeyView:
+        key = await self.store.revoke_key(key_id, actor)
         if self.live is not None:
             await self.live.revoke(key_id)
         return key
@@ -89,3 +98,28 @@ class Management:
 
     async def ledger(self) -> list[LedgerLine]:
         return await self.store.ledger()
+
+    # ----------------------------------------------------------- dashboard users
+    async def invite_user(
+        self, email: str, operator: bool, account: str | None, role: str | None, actor: Actor | str
+    ) -> tuple[UserView, str]:
+        """A new dashboard user and the token of their one-time link (72 h) to set a password."""
+        return await self.store.people.invite(email, operator, account, role, as_actor(actor))
+
+    async def list_users(self, account: str | None = None) -> list[UserView]:
+        account_id = (await self.store.account(account)).id if account is not None else None
+        return await self.store.people.users(account_id)
+
+    async def remove_user(self, user: str, actor: Actor | str) -> UserView:
+        """The user is gone, and so is every session of theirs (on every instance: sessions are rows)."""
+        return await self.store.people.remove(user, as_actor(actor))
+
+    async def reset_user(self, user: str, actor: Actor | str) -> tuple[UserView, str]:
+        """The password is cleared, every session ends, and a new one-time link is issued."""
+        return await self.store.people.reset(user, as_actor(actor))
+
+    async def audit(
+        self, account: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[AuditView]:
+        account_id = (await self.store.account(account)).id if account is not None else None
+        return await self.store.audit.entries(account_id, since, limit=limit)

@@ -116,7 +116,15 @@ def test_the_migration_fills_rollups_from_existing_records_and_ledger_check_sees
         store = Store.from_url(database)
         try:
             await migrate.upgrade(store.engine, "0004")
-            a, b = await _accounts(store)
+            a, b = "acct_a", "acct_b"
+            async with store.engine.begin() as connection:  # as 0004 wrote them (no audit log yet)
+                for ident in (a, b):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO accounts (id, name, balance_nano, created_at) VALUES (:i, :n, 0, :t)"
+                        ),
+                        {"i": ident, "n": ident[-1], "t": datetime.now(UTC).replace(tzinfo=None)},
+                    )
             day = datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC)
             rows = [
                 _row(n, (a, b)[n % 2], f"key_{n % 3}", f"m{n % 2}", day + timedelta(minutes=n), n * 1000)

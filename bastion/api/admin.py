@@ -1,4 +1,4 @@
-"""The admin API under /admin/v1: the CLI's operations over HTTP, for dashboards and automation.
+"""The admin API under /admin/v1: the CLI's operations over HTTP, for automation.
 
 Mounted only when `BASTION_ADMIN_TOKEN` is set; every call needs `Authorization: Bearer <token>`,
 compared in constant time. Amounts are USD as strings or numbers ("12.50"), held exactly.
@@ -7,12 +7,14 @@ compared in constant time. Amounts are USD as strings or numbers ("12.50"), held
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
+from bastion.db.audit import Actor
 from bastion.db.store import Conflict, NotFound, StoreError
 from bastion.errors import ApiError, invalid_request
 from bastion.management import Management
@@ -51,6 +53,13 @@ class NewKey(KeySettings):
     name: str | None = None
 
 
+class NewUser(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+    operator: bool = False
+    account: str | None = None
+    role: Literal["owner", "developer", "viewer"] | None = None
+
+
 class KeyChange(KeySettings):
     """Only the fields sent change; `null` removes a limit."""
 
@@ -73,7 +82,8 @@ def _nano(amount: Amount) -> int:
         raise invalid_request(str(exc)) from None
 
 
-def admin_router(management: Management, token: str) -> APIRouter:
+def admin_router(management: Management, token: str, link_for: Callable[[str], str]) -> APIRouter:
+    """`link_for` turns a one-time token into the link a user opens to set a password."""
     expected = f"Bearer {token}".encode()
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -84,9 +94,9 @@ def admin_router(management: Management, token: str) -> APIRouter:
     router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(authorized)])
 
     @router.post("/accounts", status_code=201)
-    async def create_account(body: NewAccount) -> dict[str, Any]:
+    async def create_account(body: NewAccount, request: Request) -> dict[str, Any]:
         return (
-            await _guard(management.create_account(body.name, _nano(body.credits_usd), "admin-api"))
+            await _guard(management.create_account(body.name, _nano(body.credits_usd), _actor(request)))
         ).as_json()
 
     @router.get("/accounts")
@@ -94,19 +104,19 @@ def admin_router(management: Management, token: str) -> APIRouter:
         return [a.as_json() for a in await management.list_accounts()]
 
     @router.post("/accounts/{account}/credits", status_code=201)
-    async def add_credits(account: str, body: NewCredit) -> dict[str, Any]:
-        credit = await _guard(management.add_credits(account, _nano(body.usd), body.note, "admin-api"))
+    async def add_credits(account: str, body: NewCredit, request: Request) -> dict[str, Any]:
+        credit = await _guard(management.add_credits(account, _nano(body.usd), body.note, _actor(request)))
         return credit.as_json()
 
     @router.post("/accounts/{account}/adjustments", status_code=201)
-    async def adjust(account: str, body: NewAdjustment) -> dict[str, Any]:
+    async def adjust(account: str, body: NewAdjustment, request: Request) -> dict[str, Any]:
         credit = await _guard(
-            management.add_credits(account, _nano(body.usd), body.note, "admin-api", "adjustment")
+            management.add_credits(account, _nano(body.usd), body.note, _actor(request), "adjustment")
         )
         return credit.as_json()
 
     @router.post("/keys", status_code=201)
-    async def create_key(body: NewKey) -> dict[str, Any]:
+    async def create_key(body: NewKey, request: Request) -> dict[str, Any]:
         budget = None if body.budget_usd is None else _nano(body.budget_usd)
         key, plaintext = await _guard(
             management.create_key(
@@ -119,22 +129,24 @@ def admin_router(management: Management, token: str) -> APIRouter:
                 budget,
                 body.budget_period,
                 body.max_parallel,
+                _actor(request),
             )
         )
         return {**key.as_json(), "key": plaintext}
 
     @router.patch("/keys/{key_id}")
-    async def update_key(key_id: str, body: KeyChange) -> dict[str, Any]:
+    async def update_key(key_id: str, body: KeyChange, request: Request) -> dict[str, Any]:
         name = body.name if "name" in body.model_fields_set else None
-        return (await _guard(management.update_key(key_id, name, _key_changes(body)))).as_json()
+        changes = _key_changes(body)
+        return (await _guard(management.update_key(key_id, name, changes, _actor(request)))).as_json()
 
     @router.get("/keys")
     async def list_keys(account: str | None = None) -> list[dict[str, Any]]:
         return [k.as_json() for k in await _guard(management.list_keys(account))]
 
     @router.post("/keys/{key_id}/revoke")
-    async def revoke_key(key_id: str) -> dict[str, Any]:
-        return (await _guard(management.revoke_key(key_id))).as_json()
+    async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
+        return (await _guard(management.revoke_key(key_id, _actor(request)))).as_json()
 
     @router.get("/usage")
     async def usage(
@@ -145,6 +157,37 @@ def admin_router(management: Management, token: str) -> APIRouter:
     ) -> list[dict[str, Any]]:
         return [r.as_json() for r in await _guard(management.usage(account, key, since, limit))]
 
+    @router.post("/users", status_code=201)
+    async def invite_user(body: NewUser, request: Request) -> dict[str, Any]:
+        """A dashboard user, and the one-time link (72 h) where they set a password."""
+        user, token = await _guard(
+            management.invite_user(body.email, body.operator, body.account, body.role, _actor(request))
+        )
+        return {**user.as_json(), "link": link_for(token)}
+
+    @router.get("/users")
+    async def list_users(account: str | None = None) -> list[dict[str, Any]]:
+        return [u.as_json() for u in await _guard(management.list_users(account))]
+
+    @router.delete("/users/{user}")
+    async def remove_user(user: str, request: Request) -> dict[str, Any]:
+        """The user is removed and every session of theirs ends."""
+        return (await _guard(management.remove_user(user, _actor(request)))).as_json()
+
+    @router.post("/users/{user}/reset")
+    async def reset_user(user: str, request: Request) -> dict[str, Any]:
+        """The password is cleared, every session ends; a new one-time link."""
+        view, token = await _guard(management.reset_user(user, _actor(request)))
+        return {**view.as_json(), "link": link_for(token)}
+
+    @router.get("/audit")
+    async def audit(
+        account: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [e.as_json() for e in await _guard(management.audit(account, since, limit))]
+
     @router.get("/ledger")
     async def ledger() -> dict[str, Any]:
         lines = await management.ledger()
@@ -154,6 +197,10 @@ def admin_router(management: Management, token: str) -> APIRouter:
         }
 
     return router
+
+
+def _actor(request: Request) -> Actor:
+    return Actor("admin-api", address=request.client.host if request.client else None)
 
 
 async def _guard(operation: Any) -> Any:

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from bastion.api.openapi import install_openapi
 from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
+from bastion.dashboard.links import set_password_link
 from bastion.errors import (
     ApiError,
     internal_error,
@@ -311,7 +313,8 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         return {"status": "ready"}
 
     if bastion.settings.admin_token:
-        web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token))
+        link_for = partial(set_password_link, bastion.settings)
+        web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token, link_for))
     install_openapi(web, bastion.documented)
     return web
 

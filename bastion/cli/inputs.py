@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -33,3 +34,11 @@ def parse_when(text: str | None, future: bool) -> datetime | None:
 
 def optional_usd(text: str | None) -> int | None:
     return None if text is None else usd_to_nano(text)
+
+
+def cli_actor() -> str:
+    """Who runs the command, as the audit log and credit transactions name them."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from bastion.cli.inputs import CLEAR, InputError, parse_when
+from bastion.cli.inputs import CLEAR, InputError, cli_actor, parse_when
 from bastion.cli.output import emit_json, table
 from bastion.config import Settings
 from bastion.db.store import KeyView
@@ -84,6 +84,7 @@ async def _create(management: Management, args: argparse.Namespace) -> int:
         limits.get("budget_nano"),
         limits.get("budget_period"),
         limits.get("max_parallel"),
+        cli_actor(),
     )
     if args.json:
         emit_json({**key.as_json(), "key": plaintext})
@@ -97,7 +98,7 @@ async def _update(management: Management, args: argparse.Namespace) -> int:
     changes = _changes(args)
     if not changes and args.name is None:
         raise InputError("nothing to change: give --name or a limit")
-    key = await management.update_key(args.key_id, args.name, changes)
+    key = await management.update_key(args.key_id, args.name, changes, cli_actor())
     emit_json(key.as_json()) if args.json else print(f"key {key.id} '{key.name}' updated: {_limits(key)}")
     return 0
 
@@ -143,7 +144,7 @@ async def _list(management: Management, args: argparse.Namespace) -> int:
 
 
 async def _revoke(management: Management, args: argparse.Namespace) -> int:
-    key = await management.revoke_key(args.key_id)
+    key = await management.revoke_key(args.key_id, cli_actor())
     emit_json(key.as_json()) if args.json else print(f"key {key.id} revoked at {key.revoked_at}")
     return 0
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bastion.billing.live import RedisLive
 from bastion.cli import keys as key_commands
-from bastion.cli.inputs import InputError, parse_when
+from bastion.cli import users as user_commands
+from bastion.cli.inputs import InputError, cli_actor, parse_when
 from bastion.cli.output import emit_json, fail, table
 from bastion.config import Settings
 from bastion.db import migrate
@@ -67,6 +67,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     usage.add_argument("--since", help="ISO date/time (UTC) or a duration ago: 1h, 7d")
     usage.add_argument("--limit", type=int, default=100)
 
+    user_commands.add_commands(commands, command)
+
     ledger = commands.add_parser("ledger", help="ledger").add_subparsers(title="ledger commands")
     command(
         ledger,
@@ -98,13 +100,6 @@ def _run(
         return fail(str(exc))
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
-
-
 async def _migrate(management: Management, args: argparse.Namespace) -> int:
     engine = management.store.engine
     if args.down:
@@ -118,7 +113,7 @@ async def _migrate(management: Management, args: argparse.Namespace) -> int:
 
 async def _accounts_create(management: Management, args: argparse.Namespace) -> int:
     credits = usd_to_nano(args.credits)
-    account = await management.create_account(args.name, credits, _actor())
+    account = await management.create_account(args.name, credits, cli_actor())
     if args.json:
         emit_json(account.as_json())
     else:
@@ -139,7 +134,7 @@ async def _accounts_list(management: Management, args: argparse.Namespace) -> in
 
 
 async def _credits_add(management: Management, args: argparse.Namespace) -> int:
-    credit = await management.add_credits(args.account, usd_to_nano(args.usd), args.note, _actor())
+    credit = await management.add_credits(args.account, usd_to_nano(args.usd), args.note, cli_actor())
     if args.json:
         emit_json(credit.as_json())
     else:
@@ -152,7 +147,7 @@ async def _credits_add(management: Management, args: argparse.Namespace) -> int:
 
 async def _credits_adjust(management: Management, args: argparse.Namespace) -> int:
     credit = await management.add_credits(
-        args.account, usd_to_nano(args.usd), args.note, _actor(), "adjustment"
+        args.account, usd_to_nano(args.usd), args.note, cli_actor(), "adjustment"
     )
     if args.json:
         emit_json(credit.as_json())

@@ -64,3 +64,29 @@ class Settings(BaseSettings):
     default_max_output_tokens: int = Field(
         4096, ge=1, description="Output tokens reserved when neither request nor model caps them."
     )
+
+    dashboard: bool = Field(
+        True, description="Serve the web dashboard under /dashboard (and / redirects there)."
+    )
+    public_url: str | None = Field(
+        None,
+        description="The URL people reach Bastion at (invite links; https:// makes session cookies Secure);"
+        " unset: http://HOST:PORT.",
+    )
+    session_idle_hours: float = Field(
+        12.0, gt=0, description="A dashboard session unused this long is ended."
+    )
+    signin_failures_per_email: int = Field(
+        5, ge=1, description="Failed sign-ins for one email within the window before it is throttled."
+    )
+    signin_failures_per_address: int = Field(
+        20,
+        ge=1,
+        description="Failed sign-ins from one client address within the window before it is throttled.",
+    )
+    signin_window_seconds: int = Field(900, ge=1, description="The window failed sign-ins are counted in.")
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of proxies whose X-Forwarded-For names the"
+        " dashboard's client (sign-in throttling and the audit log).",
+    )

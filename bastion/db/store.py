@@ -14,14 +14,18 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
+from bastion.db.audit import Actor, AuditLog, as_actor, record
 from bastion.db.engine import create_engine, session_factory
 from bastion.db.errors import Conflict, NotFound, StoreError
 from bastion.db.ledger_sql import PostgresBatches, encode_row, insert_and_charge_sqlite
 from bastion.db.limits import COLUMN, KeyLimits
+from bastion.db.lookups import find_account
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageDaily, UsageRecord, utcnow
+from bastion.db.people import People
+from bastion.db.reports import Reports, usage_row
 from bastion.db.views import (
     AccountView,
     CreditState,
@@ -30,7 +34,6 @@ from bastion.db.views import (
     LedgerLine,
     UsageRow,
     account_view,
-    as_utc,
     key_view,
 )
 
@@ -39,6 +42,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
+        self.people = People(self._sessions)
+        self.audit = AuditLog(self._sessions)
+        self.reports = Reports(self._sessions)
         self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
 
     @classmethod
@@ -55,7 +61,9 @@ class Store:
             await connection.execute(select(1))
 
     # ------------------------------------------------------------------ accounts
-    async def create_account(self, name: str, credits_nano: int = 0, actor: str = "cli") -> AccountView:
+    async def create_account(
+        self, name: str, credits_nano: int = 0, actor: Actor | str = "cli"
+    ) -> AccountView:
         name = name.strip()
         if not name:
             raise StoreError("an account needs a name")
@@ -72,6 +80,7 @@ class Store:
                 if credits_nano:
                     await session.flush()
                     session.add(_credit(account.id, credits_nano, "topup", "initial credit", actor))
+                record(session, actor, "account.create", account.id, name, credits_nano=credits_nano)
         except IntegrityError:  # a concurrent create won the race
             raise Conflict(f"an account named '{name}' already exists") from None
         return account_view(account)
@@ -83,20 +92,21 @@ class Store:
 
     async def account(self, ref: str) -> AccountView:
         async with self._sessions() as session:
-            return account_view(await _find_account(session, ref))
+            return account_view(await find_account(session, ref))
 
     # ------------------------------------------------------------------- credits
     async def add_credits(
-        self, ref: str, amount_nano: int, note: str | None, actor: str, kind: str = "topup"
+        self, ref: str, amount_nano: int, note: str | None, actor: Actor | str, kind: str = "topup"
     ) -> CreditView:
         if kind == "topup" and amount_nano <= 0:
             raise StoreError("a top-up must be a positive amount")
         if amount_nano == 0:
             raise StoreError("an adjustment cannot be zero")
         async with self._sessions.begin() as session:
-            account = await _find_account(session, ref)
+            account = await find_account(session, ref)
             transaction = _credit(account.id, amount_nano, kind, note, actor)
             session.add(transaction)
+            record(session, actor, f"credit.{kind}", account.id, note, amount_nano=amount_nano)
             balance = await session.scalar(
                 update(Account)
                 .where(Account.id == account.id)
@@ -105,7 +115,7 @@ class Store:
             )
             await session.flush()
         assert balance is not None
-        return CreditView(transaction.id, account.id, amount_nano, balance, kind, note, actor)
+        return CreditView(transaction.id, account.id, amount_nano, balance, kind, note, transaction.actor)
 
     async def credit_state(self, account_id: str) -> CreditState:
         async with self._sessions() as session:
@@ -150,6 +160,7 @@ class Store:
         budget_nano: int | None = None,
         budget_period: str | None = None,
         max_parallel: int | None = None,
+        actor: Actor | str = "cli",
     ) -> tuple[KeyView, str]:
         """A new key and its plaintext, which is never stored and never shown again."""
         limits = KeyLimits(rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel)
@@ -157,7 +168,7 @@ class Store:
         models, budget_period = limits.models, limits.budget_period
         plaintext = generate_key()
         async with self._sessions.begin() as session:
-            account = await _find_account(session, ref)
+            account = await find_account(session, ref)
             name = (name or display_prefix(plaintext)).strip()
             taken = await session.scalar(
                 select(ApiKey.id).where(ApiKey.account_id == account.id, ApiKey.name == name)
@@ -180,9 +191,12 @@ class Store:
                 created_at=utcnow(),
             )
             session.add(key)
+            record(session, actor, "key.create", account.id, f"{name} ({key.prefix})", key_id=key.id)
         return key_view(key), plaintext
 
-    async def update_key(self, key_id: str, name: str | None, changes: dict[str, Any]) -> tuple[KeyView, str]:
+    async def update_key(
+        self, key_id: str, name: str | None, changes: dict[str, Any], actor: Actor | str = "cli"
+    ) -> tuple[KeyView, str]:
         """Change a key's name and limits (`changes`: KeyLimits fields; None clears one); the version is
         bumped so every instance reloads it. Returns the key and its hash."""
         unknown = set(changes) - set(KeyLimits.__dataclass_fields__)
@@ -211,6 +225,10 @@ class Store:
                 setattr(key, COLUMN.get(field, field), getattr(limits, field))
             key.version = (key.version or 0) + 1
             key.updated_at = utcnow()
+            changed = {field: _plain(value) for field, value in changes.items()}
+            if name is not None:
+                changed["name"] = key.name
+            record(session, actor, "key.update", key.account_id, f"{key.name} ({key.prefix})", **changed)
         return key_view(key), key.key_hash
 
     async def keys_changed_since(self, since: datetime) -> list[tuple[str, int]]:
@@ -233,16 +251,19 @@ class Store:
         async with self._sessions() as session:
             query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.name)
             if ref is not None:
-                query = query.where(ApiKey.account_id == (await _find_account(session, ref)).id)
+                query = query.where(ApiKey.account_id == (await find_account(session, ref)).id)
             return [key_view(k) for k in await session.scalars(query)]
 
-    async def revoke_key(self, key_id: str) -> KeyView:
+    async def revoke_key(self, key_id: str, actor: Actor | str = "cli") -> KeyView:
         async with self._sessions.begin() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
                 raise NotFound(f"no key with id '{key_id}'")
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
+                record(
+                    session, actor, "key.revoke", key.account_id, f"{key.name} ({key.prefix})", key_id=key.id
+                )
         return key_view(key)
 
     async def key(self, key_id: str) -> tuple[KeyView, str] | None:
@@ -289,12 +310,12 @@ class Store:
                 .limit(limit)
             )
             if account is not None:
-                query = query.where(UsageRecord.account_id == (await _find_account(session, account)).id)
+                query = query.where(UsageRecord.account_id == (await find_account(session, account)).id)
             if key_id is not None:
                 query = query.where(UsageRecord.key_id == key_id)
             if since is not None:
                 query = query.where(UsageRecord.created_at >= since)
-            return [_usage_row(r) for r in await session.scalars(query)]
+            return [usage_row(r) for r in await session.scalars(query)]
 
     async def request_usage(self, account_id: str, request_id: str) -> UsageRow | None:
         """The usage record of one request of this account, by Bastion's request id or the client's own
@@ -310,7 +331,7 @@ class Store:
                 .limit(1)
             )
             record = await session.scalar(query)
-            return None if record is None else _usage_row(record)
+            return None if record is None else usage_row(record)
 
     # -------------------------------------------------------------------- ledger
     async def ledger(self) -> list[LedgerLine]:
@@ -338,17 +359,24 @@ class Store:
             return [LedgerLine(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
 
 
-def _credit(account_id: str, amount: int, kind: str, note: str | None, actor: str) -> CreditTransaction:
+def _credit(
+    account_id: str, amount: int, kind: str, note: str | None, actor: Actor | str
+) -> CreditTransaction:
     return CreditTransaction(
-        account_id=account_id, amount_nano=amount, kind=kind, note=note, actor=actor, created_at=utcnow()
+        account_id=account_id,
+        amount_nano=amount,
+        kind=kind,
+        note=note,
+        actor=as_actor(actor).name[:200],
+        created_at=utcnow(),
     )
 
 
-async def _find_account(session: AsyncSession, ref: str) -> Account:
-    account = await session.scalar(select(Account).where(or_(Account.id == ref, Account.name == ref)))
-    if account is None:
-        raise NotFound(f"no account with id or name '{ref}'")
-    return account
+def _plain(value: Any) -> Any:
+    """A setting as the audit log keeps it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 __all__ = [
@@ -363,8 +391,3 @@ __all__ = [
     "StoreError",
     "UsageRow",
 ]
-
-
-def _usage_row(record: UsageRecord) -> UsageRow:
-    fields = UsageRow.__dataclass_fields__
-    return UsageRow(**{f: getattr(record, f) for f in fields} | {"created_at": as_utc(record.created_at)})
