@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion import __version__, metrics
@@ -33,6 +33,7 @@ from bastion.api.openapi import install_openapi
 from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
+from bastion.dashboard.app import build_dashboard
 from bastion.dashboard.links import set_password_link
 from bastion.errors import (
     ApiError,
@@ -88,6 +89,14 @@ class BastionApp:
         self.endpoints = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.documented = [*self.endpoints, TRANSCRIPTION.path]
         self.web = build_web_app(self)
+
+    @property
+    def router(self) -> Router:
+        return self.gateway.router
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.gateway.dispatcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -315,6 +324,13 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
     if bastion.settings.admin_token:
         link_for = partial(set_password_link, bastion.settings)
         web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token, link_for))
+    if bastion.settings.dashboard:
+        web.mount("/dashboard", build_dashboard(bastion, bastion.services))
+
+        @web.get("/", include_in_schema=False)
+        async def root() -> Response:
+            return RedirectResponse("/dashboard/", status_code=307)
+
     install_openapi(web, bastion.documented)
     return web
 

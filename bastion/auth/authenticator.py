@@ -174,4 +174,5 @@ def _decode_view(data: bytes) -> KeyView:
             fields[name] = datetime.fromisoformat(fields[name]).astimezone(UTC)
     if fields["allowed_models"] is not None:
         fields["allowed_models"] = tuple(fields["allowed_models"])
-    return KeyView(**fields)
+    known = KeyView.__dataclass_fields__  # a field a newer instance added is left out, not an error
+    return KeyView(**{name: value for name, value in fields.items() if name in known})

@@ -99,6 +99,19 @@ class KeyStatus:
     in_flight: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveBalance:
+    """An account's money as admission sees it now: credits minus usage charged, and what the requests
+    in flight hold (the dashboard's figures)."""
+
+    balance_nano: int
+    reserved_nano: int
+
+    @property
+    def available_nano(self) -> int:
+        return self.balance_nano - self.reserved_nano
+
+
 class PendingAdmission:
     """An admission sent to the live state. Awaiting it gives the result; `on_admitted(callback)` calls
     `callback` from the event loop the moment the answer arrives, if it admits, ahead of the task that
@@ -179,6 +192,10 @@ class LiveState(ABC):
     @abstractmethod
     async def revoke(self, key_id: str) -> None:
         """From now on every admission for this key answers REVOKED."""
+
+    @abstractmethod
+    async def balance(self, account_id: str) -> LiveBalance | None:
+        """The account's live balance and reservations; None when the live state has not loaded it."""
 
 
 class RedisLive(LiveState):
@@ -272,6 +289,14 @@ class RedisLive(LiveState):
 
     async def revoke(self, key_id: str) -> None:
         await self.redis.set(f"{self.prefix}revoked:{key_id}", b"1")
+
+    async def balance(self, account_id: str) -> LiveBalance | None:
+        credit, spent, reserved = await self.redis.hmget(
+            f"{self.prefix}account:{account_id}", "credit", "spent", "reserved"
+        )
+        if credit is None:
+            return None
+        return LiveBalance(int(credit) - int(spent or 0), int(reserved or 0))
 
 
 async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:

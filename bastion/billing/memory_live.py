@@ -25,6 +25,7 @@ from bastion.billing.live import (
     UNKNOWN_KEY_SPEND,
     AdmitResult,
     KeyStatus,
+    LiveBalance,
     LiveState,
     PendingAdmission,
     Reservation,
@@ -225,3 +226,10 @@ class MemoryLive(LiveState):
 
     async def revoke(self, key_id: str) -> None:
         self._revoked.add(key_id)
+
+    async def balance(self, account_id: str) -> LiveBalance | None:
+        account = self._accounts.get(account_id)
+        if account is None:
+            return None
+        account.holds.expire(time.monotonic() * 1000)
+        return LiveBalance(account.credit - account.spent, account.holds.reserved)

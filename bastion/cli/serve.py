@@ -17,6 +17,8 @@ from bastion.logs import uvicorn_log_config
 DEMO_ACCOUNT = "demo"
 DEMO_CREDIT_NANO = 10 * 10**9
 DEMO_KEY_FILE = Path("bastion-demo.key")
+DEMO_OWNER = "owner@demo.example"
+DEMO_PASSWORD_FILE = Path("bastion-demo.password")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,12 +85,20 @@ def serve_command(args: argparse.Namespace) -> int:
             return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
         saved = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.exists() else None
         key = asyncio.run(demo_key(settings, saved))
-        if key != saved:
-            DEMO_KEY_FILE.write_text(key + "\n")
-            DEMO_KEY_FILE.chmod(0o600)
+        _keep(DEMO_KEY_FILE, key, saved)
         print(
             f"Demo account '{DEMO_ACCOUNT}' is ready. Its API key (also in ./{DEMO_KEY_FILE}):\n\n    {key}\n"
         )
+        if settings.dashboard:
+            from bastion.dashboard.links import dashboard_url
+
+            saved = DEMO_PASSWORD_FILE.read_text().strip() if DEMO_PASSWORD_FILE.exists() else None
+            password = asyncio.run(demo_owner(settings, saved))
+            _keep(DEMO_PASSWORD_FILE, password, saved)
+            print(
+                f"Dashboard: {dashboard_url(settings)}\n  sign in as {DEMO_OWNER} (owner of '{DEMO_ACCOUNT}')"
+                f" with the password (also in ./{DEMO_PASSWORD_FILE}):\n\n    {password}\n"
+            )
 
     import uvicorn
 
@@ -162,6 +172,38 @@ async def demo_key(settings: Settings, saved: str | None) -> str:
                 return saved
         _, key = await store.create_key(DEMO_ACCOUNT, name=f"demo-{os.urandom(3).hex()}")
         return key
+    finally:
+        await store.close()
+
+
+def _keep(path: Path, secret: str, saved: str | None) -> None:
+    if secret != saved:
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+
+
+async def demo_owner(settings: Settings, saved: str | None) -> str:
+    """The demo account's owner in the dashboard: the saved password while it still signs in, else a
+    new one (set through the same one-time link an invite or a reset gives)."""
+    import secrets
+
+    from bastion.auth.passwords import hash_password, verify_password
+    from bastion.db.audit import Actor
+    from bastion.db.store import Store, StoreError
+
+    store = Store.from_url(settings.database_url)
+    people, demo = store.people, Actor("demo")
+    try:
+        found = await people.credentials(DEMO_OWNER)
+        if found is not None and saved and await verify_password(found[1], saved):
+            return saved
+        try:
+            _, token = await people.reset(DEMO_OWNER, demo)
+        except StoreError:
+            _, token = await people.invite(DEMO_OWNER, False, DEMO_ACCOUNT, "owner", demo)
+        password = secrets.token_urlsafe(12)
+        await people.set_password(token, await hash_password(password), None)
+        return password
     finally:
         await store.close()
 

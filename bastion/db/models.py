@@ -62,6 +62,7 @@ class ApiKey(Base):
     max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests in flight at most
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # bumped on each change
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    created_by: Mapped[str | None] = mapped_column(String(320), nullable=True)  # who created it (audit actor)
 
 
 class CreditTransaction(Base):

@@ -189,6 +189,7 @@ class Store:
                 budget_period=budget_period,
                 max_parallel=max_parallel,
                 created_at=utcnow(),
+                created_by=as_actor(actor).name[:320],
             )
             session.add(key)
             record(session, actor, "key.create", account.id, f"{name} ({key.prefix})", key_id=key.id)

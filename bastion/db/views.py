@@ -41,6 +41,7 @@ class KeyView:
     budget_period: str | None = None  # total | daily | weekly | monthly (with a budget)
     max_parallel: int | None = None
     version: int = 0
+    created_by: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -143,6 +144,7 @@ def key_view(key: ApiKey) -> KeyView:
         key.budget_period,
         key.max_parallel,
         key.version or 0,
+        key.created_by,
     )
 
 

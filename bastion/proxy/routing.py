@@ -112,6 +112,11 @@ class Router:
         ]
         self._objects_by_id = {o["id"]: o for o in self._objects}  # type: ignore[misc]
 
+    def targets(self, model_id: str) -> list[Target]:
+        """The model's deployments that take traffic (weight above zero)."""
+        choices = self._choices.get(model_id)
+        return list(choices.targets) if choices is not None else []
+
     def model_objects(self) -> list[dict[str, object]]:
         """Every model as OpenAI's model object (plus Bastion's category and endpoint kinds)."""
         return self._objects

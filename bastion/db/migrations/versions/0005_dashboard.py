@@ -1,4 +1,5 @@
-"""the dashboard: daily usage rollups, users, sessions, the audit log; usage indexes for its ranges
+"""the dashboard: daily usage rollups, users, sessions, the audit log, who created each key; usage
+indexes for its ranges
 
 `usage_daily` sums usage per UTC day, account, key and model; the ledger writer keeps it in the same
 transaction as the records, and this migration fills it from the records already written. The request
@@ -36,6 +37,8 @@ def upgrade() -> None:
         sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_nano", sa.BigInteger(), nullable=False),
     )
+    with op.batch_alter_table("api_keys") as table:
+        table.add_column(sa.Column("created_by", sa.String(320), nullable=True))
     op.create_index("ix_usage_daily_key_day", "usage_daily", ["key_id", "day"])
     op.create_index("ix_usage_daily_day", "usage_daily", ["day"])
     day = (
@@ -118,3 +121,5 @@ def downgrade() -> None:
     op.drop_index("ix_usage_records_created_id", "usage_records")
     op.drop_index("ix_usage_records_account_created_id", "usage_records")
     op.drop_table("usage_daily")
+    with op.batch_alter_table("api_keys") as table:
+        table.drop_column("created_by")

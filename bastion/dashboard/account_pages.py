@@ -1,0 +1,132 @@
+"""An account's pages: overview, usage (log, one request, CSV), models and rates, credit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from bastion.config.models_file import ModelConfig
+from bastion.dashboard import usage
+from bastion.dashboard.charts import spend_chart
+from bastion.dashboard.context import Visit, account_visit
+from bastion.db.errors import StoreError
+from bastion.money import MoneyError, cost_nano, usd_to_nano
+
+router = APIRouter()
+AccountVisit = Annotated[Visit, Depends(account_visit)]
+RANGES = (7, 30, 90)
+
+
+def _account(visit: Visit) -> str:
+    assert visit.account is not None
+    return visit.account.id
+
+
+async def live_balance(visit: Visit) -> tuple[int, int]:
+    """(balance, reserved by requests in flight): the live state's, else the database's balance."""
+    account = visit.account
+    assert account is not None
+    live = await visit.dashboard.live.balance(account.id)
+    if live is None:
+        return account.balance_nano, 0
+    return live.balance_nano, live.reserved_nano
+
+
+@router.get("/a/{account_id}/")
+async def overview(visit: AccountVisit, days: int = 30) -> Response:
+    days = days if days in RANGES else 30
+    today = datetime.now(UTC).date()
+    figures = await visit.dashboard.management.store.reports.overview(_account(visit), days, today)
+    balance, reserved = await live_balance(visit)
+    return visit.page(
+        "overview.html",
+        figures=figures,
+        chart=spend_chart(figures),
+        days=days,
+        ranges=RANGES,
+        balance=balance,
+        reserved=reserved,
+    )
+
+
+@router.get("/a/{account_id}")
+async def overview_slash(account_id: str) -> Response:
+    return RedirectResponse(f"/dashboard/a/{account_id}/", status_code=307)
+
+
+@router.get("/a/{account_id}/usage")
+async def usage_log(visit: AccountVisit, request: Request) -> Response:
+    base = f"/dashboard/a/{_account(visit)}/usage"
+    return await usage.log_page(visit, _account(visit), dict(request.query_params), base)
+
+
+@router.get("/a/{account_id}/usage.csv")
+async def usage_csv(visit: AccountVisit, request: Request) -> Response:
+    return usage.csv_export(visit, _account(visit), dict(request.query_params), _account(visit))
+
+
+@router.get("/a/{account_id}/usage/{request_id}")
+async def one_request(visit: AccountVisit, request_id: str) -> Response:
+    return await usage.request_page(visit, _account(visit), request_id)
+
+
+def examples(model: ModelConfig) -> list[tuple[str, int]]:
+    """A typical request of each endpoint the model serves, and its exact cost."""
+    price, found = model.price, []
+    million, one = Decimal(1_000_000), Decimal(1)
+    if {"chat", "completions", "responses"} & set(model.endpoints):
+        found.append(
+            ("1,000 input + 500 output tokens", cost_nano([(1000, price.input), (500, price.output)]))
+        )
+    if "embeddings" in model.endpoints:
+        found.append(("1,000 input tokens", cost_nano([(1000, price.input)])))
+    if "images" in model.endpoints:
+        found.append(("1 image", cost_nano([(1, price.image)], per=one)))
+    if "transcription" in model.endpoints:
+        found.append(("1 minute of audio", cost_nano([(60, price.audio_second)], per=one)))
+        if price.request:
+            found.append(("a transcript of unknown length", cost_nano([(1, price.request)], per=one)))
+    if "tts" in model.endpoints:
+        found.append(("1,000 characters of speech", cost_nano([(1000, price.characters)], per=million)))
+    return found
+
+
+@router.get("/a/{account_id}/models")
+async def models(visit: AccountVisit) -> Response:
+    catalog = visit.dashboard.catalog()
+    rows = [(model, examples(model)) for model in catalog.models.values()]
+    return visit.page("models.html", models=rows)
+
+
+@router.get("/a/{account_id}/credit")
+async def credit(visit: AccountVisit, added: str | None = None) -> Response:
+    balance, reserved = await live_balance(visit)
+    entries = await visit.dashboard.management.store.reports.credit_entries(_account(visit))
+    return visit.page(
+        "credit.html", entries=entries, balance=balance, reserved=reserved, error=None, added=added
+    )
+
+
+@router.post("/a/{account_id}/credit")
+async def add_credit(visit: AccountVisit) -> Response:
+    visit.require("credit.write")
+    form = await visit.form()
+    kind = "adjustment" if form.get("kind") == "adjustment" else "topup"
+    note = form.get("note", "").strip()[:1000] or None
+    try:
+        amount = usd_to_nano(form.get("usd", "").strip().lstrip("$").replace(",", ""))
+        if kind == "adjustment" and not note:
+            raise StoreError("an adjustment needs a note saying why")
+        await visit.dashboard.management.add_credits(_account(visit), amount, note, visit.actor, kind)
+    except (MoneyError, StoreError) as exc:
+        balance, reserved = await live_balance(visit)
+        entries = await visit.dashboard.management.store.reports.credit_entries(_account(visit))
+        error = f"Nothing was added: {exc}."
+        return visit.page(
+            "credit.html", 400, entries=entries, balance=balance, reserved=reserved, error=error, added=None
+        )
+    return RedirectResponse(f"/dashboard/a/{_account(visit)}/credit?added=1", status_code=303)

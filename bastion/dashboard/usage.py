@@ -1,0 +1,168 @@
+"""The request log (an account's, or every account's for operators): filters, pages by cursor, one
+request's detail, and the CSV export with exactly the ledger's figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
+
+from starlette.responses import Response, StreamingResponse
+
+from bastion.dashboard.context import PageError, Visit
+from bastion.db.reports import Cursor, UsageFilter
+from bastion.db.views import UsageRow
+from bastion.money import decimal_usd
+
+PAGE_SIZE = 50
+CSV_COLUMNS = [
+    "created_at",
+    "request_id",
+    "client_request_id",
+    "account_id",
+    "key_id",
+    "key_name",
+    "model",
+    "endpoint",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "quantity",
+    "unit",
+    "cost_usd",
+    "cost_nano",
+    "latency_ms",
+    "estimated",
+]
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    key: str
+    model: str
+    status: str
+    since: str  # YYYY-MM-DD (UTC), inclusive
+    until: str  # YYYY-MM-DD (UTC), inclusive
+
+    @classmethod
+    def of(cls, params: dict[str, str]) -> Filters:
+        return cls(*(params.get(name, "").strip()[:200] for name in ("key", "model", "status", "from", "to")))
+
+    def query(self) -> UsageFilter:
+        status = self.status if self.status in ("ok", "error") or self.status.isdigit() else None
+        return UsageFilter(
+            self.key or None, self.model or None, status, _day(self.since, "from"), _day(self.until, "to", 1)
+        )
+
+    def params(self, **extra: str) -> str:
+        pairs = {
+            "key": self.key,
+            "model": self.model,
+            "status": self.status,
+            "from": self.since,
+            "to": self.until,
+        }
+        return urlencode({k: v for k, v in (pairs | extra).items() if v})
+
+
+def _day(text: str, name: str, plus: int = 0) -> datetime | None:
+    if not text:
+        return None
+    try:
+        start = date.fromisoformat(text)
+    except ValueError:
+        raise PageError(400, "Bad filter", f"'{text}' is not a date (YYYY-MM-DD) for '{name}'.") from None
+    return datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=plus)
+
+
+async def log_page(visit: Visit, account_id: str | None, params: dict[str, str], base: str) -> Response:
+    filters = Filters.of(params)
+    cursor = Cursor.decode(params["after"]) if params.get("after") else None
+    reports = visit.dashboard.management.store.reports
+    page = await reports.log_page(account_id, filters.query(), cursor, PAGE_SIZE)
+    names = await reports.key_names([row.key_id for row in page.rows])
+    if account_id is not None:
+        keys = [(k.id, k.name, k.prefix) for k in await visit.dashboard.management.list_keys(account_id)]
+    else:
+        keys = []
+    today = datetime.now(UTC).date()
+    models = await reports.models_used(account_id, today - timedelta(days=90))
+    return visit.page(
+        "usage.html",
+        rows=page.rows,
+        names=names,
+        filters=filters,
+        keys=keys,
+        models=models,
+        base=base,
+        next_url=f"{base}?{filters.params(after=page.next_cursor)}" if page.next_cursor else None,
+        first_url=f"{base}?{filters.params()}" if cursor is not None else None,
+        export_url=f"{base}.csv?{filters.params()}",
+        all_accounts=account_id is None,
+    )
+
+
+async def request_page(visit: Visit, account_id: str | None, request_id: str) -> Response:
+    row = await visit.dashboard.management.store.reports.request(account_id, request_id)
+    if row is None:
+        raise PageError(404, "Not found", f"No request '{request_id}' here.")
+    names = await visit.dashboard.management.store.reports.key_names([row.key_id])
+    return visit.page("request.html", row=row, key=names.get(row.key_id))
+
+
+def _text(value: str | None) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV-injection advice)."""
+    if not value:
+        return ""
+    return "'" + value if value.startswith(_FORMULA) else value
+
+
+def csv_line(row: UsageRow, key_name: str | None) -> list[object]:
+    return [
+        row.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        row.request_id,
+        _text(row.client_request_id),
+        row.account_id,
+        row.key_id,
+        _text(key_name),
+        _text(row.model),
+        row.endpoint,
+        row.status,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.quantity,
+        row.unit or "",
+        decimal_usd(row.cost_nano),
+        row.cost_nano,
+        row.latency_ms,
+        "true" if row.estimated else "false",
+    ]
+
+
+def csv_export(visit: Visit, account_id: str | None, params: dict[str, str], name: str) -> Response:
+    filters = Filters.of(params).query()
+    reports = visit.dashboard.management.store.reports
+
+    async def lines() -> AsyncIterator[bytes]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        async for batch in reports.log_export(account_id, filters):
+            names = await reports.key_names([row.key_id for row in batch])
+            for row in batch:
+                writer.writerow(csv_line(row, names.get(row.key_id, ("", ""))[0]))
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue().encode()
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="usage-{name}-{stamp}.csv"'},
+    )
