@@ -82,6 +82,10 @@ class Dashboard:
     def idle(self) -> timedelta:
         return timedelta(hours=self.settings.session_idle_hours)
 
+    def secure(self, request: Request) -> bool:
+        """Cookies are `Secure` when the public URL is https, or this request came over TLS."""
+        return self.https or request.url.scheme == "https"
+
 
 def dashboard_of(request: Request) -> Dashboard:
     dashboard: Dashboard = request.app.state.dashboard

@@ -65,11 +65,20 @@ async def _checked_form(request: Request, dashboard: Dashboard) -> FormData:
     return fields
 
 
-def _signed_in(dashboard: Dashboard, token: str, target: str) -> RedirectResponse:
-    response = RedirectResponse(target, status_code=303)
-    response.headers.append("set-cookie", cookie(SESSION_COOKIE, token, PREFIX, dashboard.https))
-    response.headers.append("set-cookie", cookie(FORM_COOKIE, "", PREFIX, dashboard.https, 0, strict=True))
+async def _signed_in(
+    request: Request, dashboard: Dashboard, user: UserView, target: str | None = None
+) -> RedirectResponse:
+    """A new session for `user`, its cookie, and on to the page they came for (or their home)."""
+    people = dashboard.management.store.people
+    address = dashboard.addresses.of(request)
+    token = await people.start_session(user, address, request.headers.get("user-agent"))
+    await people.forget_idle_sessions(dashboard.idle)  # sign-ins are rare: the table is kept small here
+    secure = dashboard.secure(request)
+    response = RedirectResponse(target or home_of(user), status_code=303)
+    response.headers.append("set-cookie", cookie(SESSION_COOKIE, token, PREFIX, secure))
+    response.headers.append("set-cookie", cookie(FORM_COOKIE, "", PREFIX, secure, 0, strict=True))
     return response
+
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -84,7 +93,9 @@ async def home(request: Request) -> Response:
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_page(request: Request, next: str | None = None) -> Response:
     dashboard = dashboard_of(request)
-    return _with_form_token(dashboard, "signin.html", {"next": safe_next(next), "email": "", "error": None})
+    return _with_form_token(
+        request, dashboard, "signin.html", {"next": safe_next(next), "email": "", "error": None}
+    )
 
 
 @router.post("/signin", response_class=HTMLResponse)
@@ -100,7 +111,7 @@ async def signin(request: Request) -> Response:
     if wait:
         minutes = math.ceil(wait / 60)
         error = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        response = _with_form_token(dashboard, "signin.html", context | {"error": error}, 429)
+        response = _with_form_token(request, dashboard, "signin.html", context | {"error": error}, 429)
         response.headers["retry-after"] = str(wait)
         return response
     people = dashboard.management.store.people
@@ -112,13 +123,12 @@ async def signin(request: Request) -> Response:
             Actor(email or "-", None, address), "signin.failed", account, email
         )
         error = "Incorrect email or password."
-        return _with_form_token(dashboard, "signin.html", context | {"error": error}, 401)
+        return _with_form_token(request, dashboard, "signin.html", context | {"error": error}, 401)
     user, stored = found
     await dashboard.throttle.succeeded(email)
     if needs_rehash(stored):
         await people.rehash(user.id, await hash_password(password))
-    token = await people.start_session(user, address, request.headers.get("user-agent"))
-    return _signed_in(dashboard, token, target or home_of(user))
+    return await _signed_in(request, dashboard, user, target)
 
 
 @router.post("/signout")
@@ -128,7 +138,9 @@ async def signout(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE, "")
     await seen.dashboard.management.store.people.end_session(token, seen.actor)
     response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
-    response.headers.append("set-cookie", cookie(SESSION_COOKIE, "", PREFIX, seen.dashboard.https, 0))
+    response.headers.append(
+        "set-cookie", cookie(SESSION_COOKIE, "", PREFIX, seen.dashboard.secure(request), 0)
+    )
     return response
 
 
@@ -138,7 +150,9 @@ async def invite_page(request: Request, token: str) -> Response:
     user = await dashboard.management.store.people.link_user(token)
     if user is None:
         raise PageError(404, "Link expired", "This link has expired or was already used. Ask for a new one.")
-    return _with_form_token(dashboard, "invite.html", {"invited": user, "error": None, "token": token})
+    return _with_form_token(
+        request, dashboard, "invite.html", {"invited": user, "error": None, "token": token}
+    )
 
 
 @router.post("/invite/{token}", response_class=HTMLResponse)
@@ -156,7 +170,7 @@ async def set_password(request: Request, token: str) -> Response:
             raise WeakPassword("the two passwords differ")
     except WeakPassword as exc:
         context = {"invited": user, "error": f"Not saved: {exc}.", "token": token}
-        return _with_form_token(dashboard, "invite.html", context, 400)
+        return _with_form_token(request, dashboard, "invite.html", context, 400)
     address = dashboard.addresses.of(request)
     try:
         user = await people.set_password(token, await hash_password(password), address)
@@ -164,5 +178,4 @@ async def set_password(request: Request, token: str) -> Response:
         raise PageError(
             404, "Link expired", "This link has expired or was already used. Ask for a new one."
         ) from None
-    session = await people.start_session(user, address, request.headers.get("user-agent"))
-    return _signed_in(dashboard, session, home_of(user))
+    return await _signed_in(request, dashboard, user)

@@ -127,9 +127,11 @@ class Store:
                     ).where(CreditTransaction.account_id == account_id)
                 )
             ).one()
+            # The daily rollups sum the same records, written in the same transactions: a few rows per
+            # day to add rather than every record of the account (`ledger check` verifies they agree).
             usage = await session.scalar(
-                select(func.coalesce(func.sum(UsageRecord.cost_nano), 0)).where(
-                    UsageRecord.account_id == account_id
+                select(func.coalesce(func.sum(UsageDaily.cost_nano), 0)).where(
+                    UsageDaily.account_id == account_id
                 )
             )
         return CreditState(int(credits), int(version), int(usage or 0))
