@@ -85,8 +85,8 @@ class Settings(BaseSettings):
         description="Failed sign-ins from one client address within the window before it is throttled.",
     )
     signin_window_seconds: int = Field(900, ge=1, description="The window failed sign-ins are counted in.")
-    trusted_proxies: str = Field(
-        "",
+    trusted_proxies: str | None = Field(
+        None,
         description="Comma-separated addresses or networks of proxies whose X-Forwarded-For names the"
         " dashboard's client (sign-in throttling and the audit log).",
     )

@@ -141,7 +141,8 @@ class ClientAddress:
     """The browser's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
     X-Forwarded-For that is not one."""
 
-    def __init__(self, trusted: str) -> None:
+    def __init__(self, trusted: str | None) -> None:
+        trusted = trusted or ""
         self.networks = [
             ipaddress.ip_network(part.strip(), strict=False) for part in trusted.split(",") if part.strip()
         ]

@@ -46,7 +46,7 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _with_form_token(
-    dashboard: Dashboard, template: str, context: dict[str, object], status: int = 200
+    request: Request, dashboard: Dashboard, template: str, context: dict[str, object], status: int = 200
 ) -> Response:
     token = secrets.token_urlsafe(24)
     response = dashboard.renderer.html(template, {**context, "form_token": token}, status)
@@ -78,7 +78,6 @@ async def _signed_in(
     response.headers.append("set-cookie", cookie(SESSION_COOKIE, token, PREFIX, secure))
     response.headers.append("set-cookie", cookie(FORM_COOKIE, "", PREFIX, secure, 0, strict=True))
     return response
-
 
 
 @router.get("/", response_class=HTMLResponse)
