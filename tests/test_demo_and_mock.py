@@ -65,6 +65,31 @@ def test_demo_prints_its_key_once_and_keeps_it(demo: Gateway) -> None:
     assert oct((demo.log_path.parent / "bastion-demo.key").stat().st_mode & 0o777) == "0o600"
 
 
+def test_demo_prints_the_dashboard_and_a_sign_in_that_works(demo: Gateway) -> None:
+    password_file = demo.log_path.parent / "bastion-demo.password"
+    password = password_file.read_text().strip()
+    assert len(password) >= 12 and oct(password_file.stat().st_mode & 0o777) == "0o600"
+    log = demo.log_text()
+    port = demo.root.rsplit(":", 1)[1]
+    assert f"Dashboard: http://127.0.0.1:{port}/dashboard/" in log and log.count(password) == 1
+    assert "sign in as owner@demo.example (owner of 'demo')" in log
+    with httpx.Client(base_url=demo.root) as http:
+        assert http.get("/").headers["location"] == "/dashboard/"
+        page = http.get("/dashboard/signin")
+        token = page.text.split('name="form_token" value="')[1].split('"')[0]
+        signed = http.post(
+            "/dashboard/signin",
+            data={"form_token": token, "email": "owner@demo.example", "password": password},
+        )
+        assert signed.status_code == 303, signed.text
+        overview = http.get(signed.headers["location"])
+        assert (
+            overview.status_code == 200
+            and '<div class="nav-account" title="demo">demo</div>' in overview.text
+        )
+        assert 'data-figure="balance"' in overview.text
+
+
 def test_seed_curl_example(demo: Gateway) -> None:
     response = httpx.post(
         demo.base_url + "/chat/completions",
