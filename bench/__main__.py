@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from bench.dashboard import broken
 from bench.report import write_report
-from bench.suite import FIGURES, Plan, Results, Suite, log
+from bench.suite import FIGURES, GATEWAY_FIGURES, Plan, Results, Suite, log
 from bench.tools import ToolError, ensure_tools
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown {','.join(sorted(args.only - set(FIGURES)))}")
 
     try:
-        tools = ensure_tools()
+        # The dashboard step needs neither nginx nor wrk.
+        gateways = args.only is None or bool(args.only & set(GATEWAY_FIGURES))
+        tools = ensure_tools() if gateways else {}
     except ToolError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         table = write_report(results, args.out)
         print(table)
         log(f"done in {results.figures['elapsed_s']:.0f} s; results in {args.out}")
+        # A dashboard page that answered wrongly fails the run (its timing would mean nothing).
+        for problem in broken(results.figures["dashboard"]) if "dashboard" in results.figures else []:
+            log(f"BROKEN dashboard page: {problem}")
+            status = 1
     return status
 
 

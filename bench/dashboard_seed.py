@@ -1,17 +1,19 @@
 """The dashboard benchmark's data: accounts, keys and usage records shaped like a busy gateway's ledger,
 written fast, then rolled up, charged and analysed as the ledger writer and the database leave them.
 
-The shape: one large account with 80 % of the records and 20 keys, five smaller ones (40 keys in all),
-8 models (one retired 75 days ago, its traffic moved to its successor), 90 days of history whose traffic
-grows threefold to today, 3.5 % failed requests (free), costs in nano-USD from per-token prices, a
+The shape: one large account with 80 % of the records and 20 keys (one revoked 60 days ago, its traffic
+moved to another), five smaller ones (40 keys in all, some with budgets), 8 models (one retired 75 days
+ago, its traffic moved to its successor: the request log's hardest filter), 90 days of history whose
+traffic grows threefold to today, 3.5 % failed requests (free), costs in nano-USD from per-token prices, a
 quarter of the requests with the client's own request id. Records are made in time order, as the
-ledger writes them (ids follow time, within a couple of seconds of jitter), from a fixed seed: both
-databases get the same records.
+ledger writes them (ids follow time, within a couple of seconds of jitter), from a fixed seed and `now`.
 
-Writing: COPY on PostgreSQL (asyncpg, generation on this side overlapping ingestion on the server's),
-one executemany per 100,000 rows on SQLite. Then `usage_daily` from the records with migration 0005's
-INSERT ... SELECT ... GROUP BY (the ledger writer keeps exactly those sums up to date), a top-up per
-account, `balance = credits - usage`, and ANALYZE (VACUUM ANALYZE on PostgreSQL, as autovacuum would).
+Writing: COPY on PostgreSQL (asyncpg; generation here overlaps ingestion on the server), with the table's
+secondary indexes and constraints rebuilt after it (so they come out freshly packed, where a live ledger's
+would have grown by insertions); one executemany per 100,000 rows on SQLite. Then `usage_daily` from
+the records with migration 0005's INSERT ... SELECT ... GROUP BY (the ledger writer keeps exactly those
+sums up to date), a top-up per account, `balance = credits - usage`, and ANALYZE (VACUUM ANALYZE on
+PostgreSQL, as autovacuum would).
 `Store.ledger()` (what `bastion ledger check` runs) then checks balances and rollups against the records.
 """
 
@@ -30,10 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.engine import make_url
 
 from bastion.db import migrate
+from bastion.db.models import ApiKey
 from bastion.db.store import Store
 
 HISTORY = timedelta(days=90)
@@ -66,6 +69,7 @@ class AccountShape:
     name: str
     share: float  # of all records
     keys: int
+    revoked_key: int | None = None  # this key was revoked REVOKED_KEY_DAYS ago; its traffic moved on
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class ModelShape:
 
 
 ACCOUNTS = (
-    AccountShape("bench-big", 0.80, 20),
+    AccountShape("bench-big", 0.80, 20, revoked_key=2),
     AccountShape("bench-acme", 0.08, 6),
     AccountShape("bench-globex", 0.05, 5),
     AccountShape("bench-initech", 0.04, 4),
@@ -101,6 +105,10 @@ MODELS = (
 RETIRED = ModelShape("llama-3.1-70b-instruct", "tokens", 0, 600, 600)
 SUCCESSOR = "llama-3.3-70b-instruct"
 RETIRED_AFTER_DAYS = 75.0
+REVOKED_KEY_DAYS = 60.0
+# Budgets of some keys (every account's key of this rank): (USD, period). The keys page shows their spend
+# in the current period.
+BUDGETS = {0: (5_000, "monthly"), 1: (20_000, "total"), 3: (100, "daily")}
 ERRORS = ((502, 55), (400, 20), (429, 15), (503, 7), (504, 3))
 ENDPOINTS = (("chat", 88), ("responses", 8), ("completions", 4))
 
@@ -125,10 +133,15 @@ class SeededAccount:
     share: float
     key_ids: list[str]
     key_names: list[str]
+    revoked_key: int | None = None
     key_cum: list[float] = field(default_factory=list)  # a few keys carry most of the traffic
 
     def __post_init__(self) -> None:
         self.key_cum = _cumulative([1 / (rank + 1) for rank in range(len(self.key_ids))])
+
+    @property
+    def revoked_key_id(self) -> str | None:
+        return self.key_ids[self.revoked_key] if self.revoked_key is not None else None
 
 
 @dataclass
@@ -164,60 +177,68 @@ class Seeded:
 class Records:
     """The usage records, in time order, the same for a given seed, count and `now`."""
 
-    def __init__(self, accounts: Sequence[SeededAccount], count: int, now: datetime, seed: int = SEED) -> None:
+    def __init__(
+        self, accounts: Sequence[SeededAccount], count: int, now: datetime, seed: int = SEED
+    ) -> None:
         self.accounts = list(accounts)
         self.account_cum = _cumulative([a.share for a in accounts])
         self.count = count
-        self.now = now.astimezone(UTC).replace(tzinfo=None)  # naive UTC, converted per database
+        self.now = now
         self.seed = seed
 
     def rows(self, stamp: Callable[[datetime], Any]) -> Iterator[Row]:
         rng = random.Random(self.seed)
+        random_, pick, sqrt, count = rng.random, _pick, math.sqrt, self.count
+        accounts, account_cum = self.accounts, self.account_cum
         span = HISTORY.total_seconds()
-        first = self.now - HISTORY
-        for i in range(self.count):
+        start = self.now.timestamp() - span
+        retired_until = span - RETIRED_AFTER_DAYS * 86400
+        revoked_at = span - REVOKED_KEY_DAYS * 86400
+        for i in range(count):
             # Records per second grow linearly from 0.5x to 1.5x the average over the history:
             # position p = (s + s^2) / 2 at time fraction s, inverted.
-            p = (i + 0.5) / self.count
-            offset = min((math.sqrt(1 + 8 * p) - 1) / 2 * span + rng.random() * JITTER_S, span - 0.001)
-            account = self.accounts[_pick(self.account_cum, rng)]
-            key = account.key_ids[_pick(account.key_cum, rng)]
-            model = MODELS[_pick(_MODEL_CUM, rng)]
-            if model.id == SUCCESSOR and span - offset > RETIRED_AFTER_DAYS * 86400:
+            offset = (sqrt(1 + 8 * (i + 0.5) / count) - 1) / 2 * span + random_() * JITTER_S
+            offset = min(offset, span - 0.001)
+            account = accounts[pick(account_cum, rng)]
+            model = MODELS[pick(_MODEL_CUM, rng)]
+            if offset < retired_until and model.id == SUCCESSOR:
                 model = RETIRED
-            yield _record(rng, model, account.id, key, stamp(first + timedelta(seconds=offset)))
+            key = pick(account.key_cum, rng)
+            if key == account.revoked_key and offset >= revoked_at:
+                key = 0
+            created = stamp(datetime.fromtimestamp(start + offset, UTC))
+            yield _record(rng, model, account.id, account.key_ids[key], created)
 
 
 def _record(rng: random.Random, model: ModelShape, account_id: str, key_id: str, created: Any) -> Row:
-    failed = rng.random() < ERROR_RATE
+    random_ = rng.random
     prompt = completion = quantity = cost = 0
     unit: str | None = None
     if model.kind == "audio":
         endpoint, unit = "transcription", "audio_ms"
-        quantity = rng.randint(3_000, 600_000)
+        quantity = 3_000 + int(random_() * 597_000)
         latency = 200 + quantity // 40
         cost = quantity * model.audio_ms_nano
     elif model.kind == "embeddings":
         endpoint = "embeddings"
-        prompt = int(math.exp(rng.uniform(2.0, 8.3)))
-        latency = rng.randint(15, 250)
+        prompt = int(math.exp(2.0 + random_() * 6.3))
+        latency = 15 + int(random_() * 235)
         cost = prompt * model.input_nano
     else:
         endpoint = ENDPOINTS[_pick(_ENDPOINT_CUM, rng)][0]
-        prompt = int(math.exp(rng.uniform(3.0, 9.0)))
-        completion = int(math.exp(rng.uniform(1.6, math.log(model.max_output))))
-        latency = 150 + completion * rng.randint(8, 25)
+        prompt = int(math.exp(3.0 + random_() * 6.0))
+        completion = int(math.exp(1.6 + random_() * (math.log(model.max_output) - 1.6)))
+        latency = 150 + completion * (8 + int(random_() * 18))
         cost = prompt * model.input_nano + completion * model.output_nano
     status = 200
-    if failed:
+    if random_() < ERROR_RATE:
         status = ERRORS[_pick(_ERROR_CUM, rng)][0]
         prompt = completion = quantity = cost = 0  # a request the upstream failed costs nothing
-        latency = rng.randint(3, 30_000)
-    estimated = not failed and model.kind == "tokens" and rng.random() < 0.01
-    client_id = f"job-{rng.getrandbits(48):012x}" if rng.random() < 0.25 else None
-    request_id = f"req_{rng.getrandbits(96):024x}"
+        latency = 3 + int(random_() * 30_000)
+    estimated = status == 200 and model.kind == "tokens" and random_() < 0.01
+    client_id = "job-" + rng.randbytes(6).hex() if random_() < 0.25 else None
     return (
-        request_id,
+        "req_" + rng.randbytes(12).hex(),
         account_id,
         key_id,
         model.id,
@@ -235,20 +256,20 @@ def _record(rng: random.Random, model: ModelShape, account_id: str, key_id: str,
     )
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC)
+def _as_is(moment: datetime) -> datetime:
+    return moment
 
 
 def _sqlite_text(moment: datetime) -> str:
-    """How SQLAlchemy stores a DateTime in SQLite (always six digits of microseconds): the log's range
-    conditions compare these strings."""
-    return moment.isoformat(" ", "microseconds")
+    """How SQLAlchemy stores a DateTime in SQLite (naive UTC, always six digits of microseconds): the
+    log's range conditions compare these strings."""
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # ------------------------------------------------------------------------------------------- accounts
 
 
-async def create_population(store: Store) -> list[SeededAccount]:
+async def create_population(store: Store, now: datetime) -> list[SeededAccount]:
     """The accounts and their keys, through the store (as the CLI creates them)."""
     made = []
     for shape in ACCOUNTS:
@@ -256,24 +277,67 @@ async def create_population(store: Store) -> list[SeededAccount]:
         ids, names = [], []
         for n in range(shape.keys):
             name = f"{shape.name.removeprefix('bench-')}-{('prod', 'staging', 'batch', 'dev')[n % 4]}-{n:02d}"
-            view, _ = await store.create_key(account.id, name=name, actor="bench")
+            budget, period = BUDGETS.get(n, (None, None))
+            view, _ = await store.create_key(
+                account.id,
+                name=name,
+                budget_nano=budget * 10**9 if budget else None,
+                budget_period=period,
+                actor="bench",
+            )
             ids.append(view.id)
             names.append(name)
-        made.append(SeededAccount(account.id, account.name, shape.share, ids, names))
+        if shape.revoked_key is not None:
+            await _revoke(store, ids[shape.revoked_key], now - timedelta(days=REVOKED_KEY_DAYS))
+        made.append(SeededAccount(account.id, account.name, shape.share, ids, names, shape.revoked_key))
     return made
+
+
+async def _revoke(store: Store, key_id: str, when: datetime) -> None:
+    await store.revoke_key(key_id, "bench")
+    async with store.engine.begin() as connection:
+        await connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=when))
 
 
 # -------------------------------------------------------------------------------------------- records
 
 
 async def write_postgres(url: str, records: Records) -> None:
+    """COPY, in one transaction with the table's secondary indexes and constraints dropped before and
+    rebuilt after (PostgreSQL's advice for a bulk load: one sorted build per index instead of a million
+    random insertions into the request_id index)."""
     connection = await asyncpg.connect(_asyncpg_dsn(url))
     try:
-        await connection.copy_records_to_table(
-            "usage_records", records=records.rows(_aware), columns=list(COLUMNS)
-        )
+        async with connection.transaction():
+            await connection.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            indexes = await connection.fetch(_SECONDARY_INDEXES)
+            constraints = await connection.fetch(_CONSTRAINTS)
+            for row in constraints:
+                await connection.execute(f'ALTER TABLE usage_records DROP CONSTRAINT "{row["name"]}"')
+            for row in indexes:
+                await connection.execute(f'DROP INDEX "{row["name"]}"')
+            await connection.copy_records_to_table(
+                "usage_records", records=records.rows(_as_is), columns=list(COLUMNS)
+            )
+            for row in indexes:
+                await connection.execute(row["definition"])
+            for row in constraints:
+                await connection.execute(
+                    f'ALTER TABLE usage_records ADD CONSTRAINT "{row["name"]}" {row["definition"]}'
+                )
     finally:
         await connection.close()
+
+
+_CONSTRAINTS = """
+SELECT conname AS name, pg_get_constraintdef(oid) AS definition FROM pg_constraint
+WHERE conrelid = 'usage_records'::regclass AND contype <> 'p'
+"""
+_SECONDARY_INDEXES = """
+SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition FROM pg_index
+WHERE indrelid = 'usage_records'::regclass AND NOT indisprimary
+  AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = 'usage_records'::regclass)
+"""
 
 
 def write_sqlite(path: str, records: Records) -> None:
@@ -282,13 +346,15 @@ def write_sqlite(path: str, records: Records) -> None:
         # This connection only: the file's durability settings are left as Bastion sets them.
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA cache_size=-262144")  # 256 MiB: the unique request_id index is random
-        statement = f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         rows = records.rows(_sqlite_text)
         while batch := list(itertools.islice(rows, SQLITE_BATCH)):
             with connection:
-                connection.executemany(statement, batch)
+                connection.executemany(_SQLITE_INSERT, batch)
     finally:
         connection.close()
+
+
+_SQLITE_INSERT = f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -324,8 +390,12 @@ UPDATE accounts SET balance_nano =
 
 
 async def roll_up(store: Store) -> int:
+    dialect = store.engine.dialect.name
     async with store.engine.begin() as connection:
-        await connection.execute(text(rollup_sql(store.engine.dialect.name)))
+        if dialect == "postgresql":
+            # The default 4 MB spills the million-row aggregation to disk: 5 s instead of 1.
+            await connection.execute(text("SET LOCAL work_mem = '256MB'"))
+        await connection.execute(text(rollup_sql(dialect)))
         return int((await connection.execute(text("SELECT count(*) FROM usage_daily"))).scalar_one())
 
 
@@ -383,7 +453,7 @@ async def seed(url: str, backend: str, count: int, now: datetime | None = None) 
     store = Store.from_url(url)
     try:
         await migrate.upgrade(store.engine)
-        accounts = await create_population(store)
+        accounts = await create_population(store, now)
         seeded = Seeded(backend, url, count, accounts, now - HISTORY, now)
         records = Records(accounts, count, now)
         started = time.perf_counter()

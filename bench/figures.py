@@ -19,6 +19,7 @@ from typing import Any
 
 import uvloop
 
+from bench import dashboard as dashboard_bench
 from bench import gateway as gw
 from bench import rawstream
 from bench.payloads import chat_body
@@ -259,3 +260,11 @@ def leak(suite: Suite, gateway: gw.Gateway) -> None:
         "non2xx": non2xx,
         "socket_errors": errors,
     }
+
+
+def dashboard(suite: Suite) -> None:
+    """The dashboard's pages over a seeded ledger, on PostgreSQL and SQLite (bench/dashboard.py)."""
+    settings = suite.plan.dashboard
+    log(f"dashboard: {settings.records:,} usage records, PostgreSQL and SQLite")
+    found = dashboard_bench.run(dashboard_bench.BACKENDS, settings, suite.workdir / "dashboard")
+    suite.results.figures["dashboard"] = found

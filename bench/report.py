@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import dashboard_report
 from bench.suite import Results
 
 
@@ -185,8 +186,39 @@ def leak_rows(f: dict[str, Any]) -> list[Row]:
     ]
 
 
+def dashboard_rows(f: dict[str, Any]) -> list[Row]:
+    """A row per dashboard page and database (bench/dashboard.py); the value is client-side p50 / p95."""
+    found = f.get("dashboard")
+    if not found:
+        return []
+    out = []
+    for backend, figures in found["backends"].items():
+        name = dashboard_report.NAMES.get(backend, backend)
+        for page in figures["pages"]:
+            value = f"p50 {_n(page['p50_ms'], 1)} / p95 {_n(page['p95_ms'], 1)}"
+            if page["problems"]:
+                value += " BROKEN: " + "; ".join(page["problems"])
+            out.append(
+                Row(
+                    f"dashboard, {name}, {found['records']:,} records: {page['name']} (ms)",
+                    "",
+                    "",
+                    value,
+                    dashboard_report.target(page),
+                    page["met"],
+                )
+            )
+    return out
+
+
 def rows(figures: dict[str, Any]) -> list[Row]:
-    return [*latency_rows(figures), *throughput_rows(figures), *stream_rows(figures), *leak_rows(figures)]
+    return [
+        *latency_rows(figures),
+        *throughput_rows(figures),
+        *stream_rows(figures),
+        *leak_rows(figures),
+        *dashboard_rows(figures),
+    ]
 
 
 def scaling_lines(figures: dict[str, Any]) -> list[str]:
@@ -252,6 +284,8 @@ def markdown(results: Results) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += scaling_lines(results.figures)
     lines += probe_lines(results.figures)
+    if "dashboard" in results.figures:
+        lines += ["", "### Dashboard", *dashboard_report.sections(results.figures["dashboard"])]
     bastion_runs = [r for r in results.runs if "direct" not in r.label]
     lines += [
         "",

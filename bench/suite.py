@@ -9,12 +9,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import gateway as gw
 from bench import wrk
+from bench.dashboard import Settings as DashboardSettings
 from bench.probe import probe
 from bench.upstreams import Upstream, start_nginx, start_paced, start_relay
 
@@ -32,12 +34,14 @@ class Plan:
     leak_checkpoints: tuple[int, int]
     idle_connections: int
     scaling_streams: int
+    dashboard: DashboardSettings  # records seeded, requests per page
 
     @staticmethod
     def for_mode(quick: bool) -> Plan:
+        dashboard = DashboardSettings.for_mode(quick)
         if quick:
-            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200)
-        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000)
+            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200, dashboard)
+        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000, dashboard)
 
 
 @dataclass
@@ -67,8 +71,8 @@ def median(values: list[float]) -> float:
 
 class Suite:
     def __init__(self, tools: dict[str, str], plan: Plan, results: Results) -> None:
-        self.wrk_path = tools["wrk"]
-        self.nginx_path = tools["nginx"]
+        self.wrk_path = tools.get("wrk", "wrk")  # absent when only the dashboard step runs
+        self.nginx_path = tools.get("nginx", "nginx")
         self.plan = plan
         self.results = results
         self.workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
@@ -126,6 +130,8 @@ class Suite:
             keep_logs.mkdir(parents=True, exist_ok=True)
             for log_file in [*self.workdir.glob("*.log"), *self.workdir.glob("nginx/*.log")]:
                 _copy_tail(log_file, keep_logs / log_file.name)
+            for log_file in self.workdir.glob("dashboard/*/*.log"):  # the dashboard step's gateways
+                _copy_tail(log_file, keep_logs / f"dashboard-{log_file.parent.name}-{log_file.name}")
         shutil.rmtree(self.workdir, ignore_errors=True)
         return problems
 
@@ -191,6 +197,17 @@ class Suite:
             return only is None or name in only
 
         self.results.figures["probe"] = {"start": probe()}
+        if any(wanted(name) for name in GATEWAY_FIGURES):
+            self._gateway_figures(wanted)
+        if wanted("dashboard"):
+            # Last: it seeds its own databases (a million rows in the full run) and starts its own
+            # gateways, which would disturb the figures above.
+            figures.dashboard(self)
+        self.results.figures["probe"]["end"] = probe()
+
+    def _gateway_figures(self, wanted: Callable[[str], bool]) -> None:
+        from bench import figures
+
         self.setup()
         one = self.start_gateway(1)
         self.results.figures["rss_start_bytes"] = figures.rss_of(one)
@@ -215,10 +232,10 @@ class Suite:
             self.warm(two)
             figures.throughput_c32(self, two)
             self.stop_gateway(two)
-        self.results.figures["probe"]["end"] = probe()
 
 
-FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak", "w2")
+GATEWAY_FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak", "w2")  # on the suite's gateways
+FIGURES = (*GATEWAY_FIGURES, "dashboard")
 
 
 def _copy_tail(source: Path, target: Path) -> None:

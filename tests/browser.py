@@ -1,5 +1,5 @@
 """Helpers of the dashboard's browser tests: Debian's Chromium driven by Playwright's sync API, dashboard
-users signed in through their one-time links, and the stacks' store calls run off Playwright's loop.
+users with a session in a browser context, and the stacks' store calls run off Playwright's loop.
 
 Playwright's sync API keeps an event loop running on the test's thread while a browser is open, so
 `asyncio.run` (which every `Stack` store call uses) cannot run there: `off_loop` runs it on another thread.
@@ -7,6 +7,7 @@ Playwright's sync API keeps an event loop running on the test's thread while a b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from argon2 import PasswordHasher
 from playwright.sync_api import BrowserContext, Page, Response
 from stacks import Stack
 
@@ -76,16 +78,6 @@ def key_ids(stack: Stack, account_id: str) -> set[str]:
     return set(with_management(stack, read))
 
 
-def invite_token(stack: Stack, email: str, account_id: str | None, role: str | None) -> str:
-    """A one-time link's token for a new user: an operator when `account_id` is None."""
-
-    async def invite(management: Management) -> str:
-        _, token = await management.invite_user(email, account_id is None, account_id, role, TESTS)
-        return token
-
-    return str(with_management(stack, invite))
-
-
 def cli(stack: Stack, *args: str) -> Any:
     """`bastion ARGS --json` with the stack's settings and the gateway's public URL; its JSON answer."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
@@ -114,6 +106,7 @@ def dollars(nano: int) -> str:
 class Person:
     """A dashboard user signed in in a browser context of their own."""
 
+    user_id: str
     email: str
     context: BrowserContext
     page: Page
@@ -135,7 +128,8 @@ def new_email(role: str | None) -> str:
 
 def set_password(page: Page, link: str, password: str = PASSWORD) -> Response | None:
     """Open a one-time link, set the password; the page is then wherever the dashboard sent it."""
-    page.goto(link)
+    opened = page.goto(link)
+    assert opened is not None and opened.status == 200, (link, opened and opened.status)
     page.fill("#password", password)
     page.fill("#confirm", password)
     with page.expect_navigation() as navigation:
@@ -143,13 +137,44 @@ def set_password(page: Page, link: str, password: str = PASSWORD) -> Response | 
     return navigation.value
 
 
+@functools.cache
+def password_hash() -> str:
+    """PASSWORD hashed once, with Bastion's parameters (argon2-cffi's defaults): hashing costs ~0.2 s."""
+    return PasswordHasher().hash(PASSWORD)
+
+
 def join(stack: Stack, context: BrowserContext, account_id: str | None, role: str | None = None) -> Person:
-    """A new user (an operator when `account_id` is None), invited and signed in through their link."""
+    """A new user (an operator when `account_id` is None) with the password PASSWORD, signed in in
+    `context` and on their home page.
+
+    The invite, the one-time link and the session are the store's own operations, the ones the pages
+    call (the browser's way through the link is test_an_invite_link_..., the sign-in form's the throttle
+    and sign-out tests): a sign-up through the pages costs a second, and most tests need several users.
+    """
     email = new_email(role)
-    token = invite_token(stack, email, account_id, role)
+
+    async def sign_up(management: Management) -> tuple[str, str]:
+        people = management.store.people
+        _, link = await management.invite_user(email, account_id is None, account_id, role, TESTS)
+        user = await people.set_password(link, password_hash(), "127.0.0.1")
+        return user.id, await people.start_session(user, "127.0.0.1", "tests")
+
+    user_id, session = with_management(stack, sign_up)
+    context.add_cookies(
+        [
+            {
+                "name": "bastion_session",
+                "value": session,
+                "domain": "127.0.0.1",
+                "path": "/dashboard",
+                "httpOnly": True,
+                "sameSite": "Lax",
+            }
+        ]
+    )
     page = context.new_page()
-    set_password(page, f"/dashboard/invite/{token}")
-    person = Person(email, context, page, account_id)
+    person = Person(user_id, email, context, page, account_id)
+    page.goto(person.home)
     assert page.url == stack.gateway.root + person.home
     return person
 
@@ -158,11 +183,11 @@ def sign_in(page: Page, email: str, password: str) -> Response:
     """Send the sign-in form (the page must show it); the answer to the POST."""
     page.fill("#email", email)
     page.fill("#password", password)
-    with page.expect_response(
+    posted = page.expect_response(
         lambda r: r.url.split("?")[0].endswith("/dashboard/signin") and r.request.method == "POST"
-    ) as answer:
+    )
+    with posted as answer, page.expect_navigation():  # to the page it answers or redirects to
         page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
     return answer.value
 
 

@@ -175,3 +175,28 @@ def test_compare_alternates_the_order_of_the_sides_and_takes_medians() -> None:
 def test_readme_gives_the_benchmark_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "python -m bench" in readme and "--quick" in readme
+
+
+def test_the_dashboard_benchmark_seeds_serves_checks_and_explains() -> None:
+    """bench/dashboard.py end to end at a tiny scale (SQLite, 2,000 records, one request a page): the
+    seeded ledger balances, every page shows what the database holds, the plans are read. It removes its
+    own temporary directory (the database, the server's log)."""
+    from bench import dashboard, dashboard_report
+    from bench.dashboard_pages import Page, Timing, card_is, rows_are
+
+    figures = dashboard.run(["sqlite"], dashboard.Settings(2_000, 1, 1))
+    found = figures["backends"]["sqlite"]
+    assert found["seed"]["records"] == 2_000 and found["seed"]["rollup_rows"] > 0
+    assert len(found["pages"]) >= 15 and all(len(p["samples_ms"]) == 1 for p in found["pages"])
+    assert dashboard.broken(figures) == []
+    plans = [p for p in found["plans"] if p["dashboard"]]
+    assert plans and not any(p["full_scan"] for p in plans)
+    text = dashboard_report.markdown(figures, "test")
+    assert "| SQLite | overview, 30 days |" in text and "EXPLAIN QUERY PLAN" in text
+    met = {row.figure: row.met for row in report.dashboard_rows({"dashboard": figures})}
+    assert met["dashboard, SQLite, 2,000 records: keys (ms)"] is None  # no target for that page
+
+    wrong = Page("log", "owner", "/", 100.0, rows_are(["req_a", "req_b"], more=False))
+    timing = Timing("log", "owner", "/", 100.0, [1.0, 2.0], problems=["rows differ"])
+    assert timing.met is False and wrong.check('<tr data-request-id="req_a">') is not None
+    assert card_is("spend-30d", "$1.00")('<div data-figure="spend-30d">x</div>') is not None

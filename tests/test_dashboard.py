@@ -627,3 +627,38 @@ def test_users_are_managed_by_the_admin_api_too(stack: Stack) -> None:
             assert audit[0]["actor"] == "admin-api" and audit[0]["address"] == "127.0.0.1"
     finally:
         _stop(stack, gateway)
+
+
+def test_the_overview_cards_keep_their_windows_whatever_the_charts_range(stack: Stack) -> None:
+    account_id, key_id, _ = _ids(stack)
+    now = utcnow()
+    ages = {0: 1_000, 6: 20_000, 29: 300_000, 30: 4_000_000, 45: 50_000_000, 95: 600_000_000}
+    rows = [
+        UsageRow(f"req_age_{account_id[-6:]}_{age}", account_id, key_id, "m-echo", "chat", 1, 1, cost, 200, 1,
+                 False, now - timedelta(days=age))
+        for age, cost in ages.items()
+    ]  # fmt: skip
+
+    async def write(store: object) -> None:
+        await store.record_usage(rows)  # type: ignore[attr-defined]
+
+    stack.with_store(write)
+    viewer = person(stack, "--account", account_id, "--role", "viewer")
+    try:
+        for days, in_chart in ((7, 21_000), (30, 321_000), (90, 54_321_000)):
+            page = viewer.page(f"/dashboard/a/{account_id}/", days=str(days)).text
+
+            def card(name: str, text: str = page) -> str:
+                found = re.search(rf'data-figure="{name}">.*?class="value">([^<]+)<', text, re.S)
+                assert found, name
+                return found.group(1)
+
+            assert (card("spend-today"), card("spend-7d"), card("spend-30d")) == (
+                "$0.000001",
+                "$0.000021",
+                "$0.000321",
+            ), days
+            chart = sum(int(n) for n in re.findall(r'data-cost-nano="(\d+)" data-requests', page))
+            assert chart == in_chart, days
+    finally:
+        viewer.close()

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from provision import create_postgres_database, drop_postgres_database, migrated, run, sqlite_url
@@ -180,3 +181,28 @@ def test_the_migration_fills_rollups_from_existing_records_and_ledger_check_sees
     )
     assert check.returncode == 1
     assert [line.split()[0] for line in check.stdout.splitlines() if "MISMATCH" in line] == ["a"]
+
+
+def test_a_keys_spend_since_any_moment_is_exact_from_rollups_and_the_partial_day(database: str) -> None:
+    async def go() -> None:
+        await migrated(database)
+        store = Store.from_url(database)
+        try:
+            a, _ = await _accounts(store)
+            paris = ZoneInfo("Europe/Paris")
+            start = datetime(2026, 12, 3, tzinfo=paris)  # 2026-12-02 23:00 UTC: inside a UTC day
+            moments = [start - timedelta(seconds=1), start, start + timedelta(minutes=59, seconds=59)]
+            moments += [start + timedelta(hours=1), start + timedelta(days=3)]
+            rows = [_row(n, a, "key_p", "m", m.astimezone(UTC), 10**n) for n, m in enumerate(moments, 1)]
+            rows.append(_row(9, a, "key_other", "m", start.astimezone(UTC), 7))
+            await store.record_usage(rows)
+            expected = sum(10**n for n in range(2, 6))
+            assert await store.key_spend("key_p", start) == expected
+            assert await store.key_spend("key_p", start.astimezone(UTC) + timedelta(hours=1)) == 10**4 + 10**5
+            assert await store.key_spend("key_p", None) == expected + 10
+            assert await store.key_spend("key_p", datetime(2026, 12, 5, tzinfo=UTC)) == 10**5
+            assert await store.key_spend("key_p", datetime(2026, 12, 6, tzinfo=UTC)) == 0
+        finally:
+            await store.close()
+
+    run(go())

@@ -28,20 +28,14 @@ def _account(visit: Visit) -> str:
 
 
 async def period_spend(visit: Visit, keys: list[KeyView]) -> dict[str, tuple[str, int]]:
-    """Each budgeted key's spend in its current period: from the daily rollups when periods are UTC
-    days, else from the ledger."""
+    """Each budgeted key's spend in its current period (from the rollups and, for a period that starts
+    within a UTC day, that day's records)."""
     dashboard = visit.dashboard
     found: dict[str, tuple[str, int]] = {}
     for key in keys:
-        if key.budget_nano is None or key.revoked_at is not None:
-            continue
-        window = dashboard.periods.current(key.budget_period or "total")
-        if dashboard.settings.budget_timezone.upper() == "UTC":
-            first = window.starts.date() if window.starts else date(1970, 1, 1)
-            spent = (await dashboard.management.store.reports.key_spend_since([key.id], first)).get(key.id, 0)
-        else:
-            spent = (await dashboard.management.key_spend(key, dashboard.periods))[1]
-        found[key.id] = (window.id, spent)
+        if key.budget_nano is not None and key.revoked_at is None:
+            window, spent = await dashboard.management.key_spend(key, dashboard.periods)
+            found[key.id] = (window.id, spent)
     return found
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response, StreamingResponse
 
 from bastion.dashboard.context import PageError, Visit
-from bastion.db.reports import Cursor, UsageFilter
+from bastion.db.request_log import Cursor, UsageFilter
 from bastion.db.views import UsageRow
 from bastion.money import decimal_usd
 
@@ -82,15 +82,15 @@ def _day(text: str, name: str, plus: int = 0) -> datetime | None:
 async def log_page(visit: Visit, account_id: str | None, params: dict[str, str], base: str) -> Response:
     filters = Filters.of(params)
     cursor = Cursor.decode(params["after"]) if params.get("after") else None
-    reports = visit.dashboard.management.store.reports
-    page = await reports.log_page(account_id, filters.query(), cursor, PAGE_SIZE)
-    names = await reports.key_names([row.key_id for row in page.rows])
+    log = visit.dashboard.management.store.log
+    page = await log.log_page(account_id, filters.query(), cursor, PAGE_SIZE)
+    names = await log.key_names([row.key_id for row in page.rows])
     if account_id is not None:
         keys = [(k.id, k.name, k.prefix) for k in await visit.dashboard.management.list_keys(account_id)]
     else:
         keys = []
     today = datetime.now(UTC).date()
-    models = await reports.models_used(account_id, today - timedelta(days=90))
+    models = await log.models_used(account_id, today - timedelta(days=90))
     return visit.page(
         "usage.html",
         rows=page.rows,
@@ -107,10 +107,10 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
 
 
 async def request_page(visit: Visit, account_id: str | None, request_id: str) -> Response:
-    row = await visit.dashboard.management.store.reports.request(account_id, request_id)
+    row = await visit.dashboard.management.store.log.request(account_id, request_id)
     if row is None:
         raise PageError(404, "Not found", f"No request '{request_id}' here.")
-    names = await visit.dashboard.management.store.reports.key_names([row.key_id])
+    names = await visit.dashboard.management.store.log.key_names([row.key_id])
     return visit.page("request.html", row=row, key=names.get(row.key_id))
 
 
@@ -145,14 +145,14 @@ def csv_line(row: UsageRow, key_name: str | None) -> list[object]:
 
 def csv_export(visit: Visit, account_id: str | None, params: dict[str, str], name: str) -> Response:
     filters = Filters.of(params).query()
-    reports = visit.dashboard.management.store.reports
+    log = visit.dashboard.management.store.log
 
     async def lines() -> AsyncIterator[bytes]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
-        async for batch in reports.log_export(account_id, filters):
-            names = await reports.key_names([row.key_id for row in batch])
+        async for batch in log.log_export(account_id, filters):
+            names = await log.key_names([row.key_id for row in batch])
             for row in batch:
                 writer.writerow(csv_line(row, names.get(row.key_id, ("", ""))[0]))
             yield buffer.getvalue().encode()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,6 +85,24 @@ class UsageRecord(Base):
         Index("ix_usage_records_account_client_id", "account_id", "client_request_id"),  # GET /v1/requests
         Index("ix_usage_records_account_created_id", "account_id", "created_at", "id"),  # an account's log
         Index("ix_usage_records_created_id", "created_at", "id"),  # every account's log (operators)
+        # The log filtered by model, or by failure, finds its page without walking the whole log: a model
+        # last used months ago, failures among millions of successes.
+        Index("ix_usage_records_model_created_id", "model", "created_at", "id"),
+        Index(
+            "ix_usage_records_account_failed",
+            "account_id",
+            "created_at",
+            "id",
+            postgresql_where=text("status >= 400"),
+            sqlite_where=text("status >= 400"),
+        ),
+        Index(
+            "ix_usage_records_failed",
+            "created_at",
+            "id",
+            postgresql_where=text("status >= 400"),
+            sqlite_where=text("status >= 400"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -9,7 +9,7 @@ is skipped, so a redelivered batch never charges twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -25,7 +25,8 @@ from bastion.db.limits import COLUMN, KeyLimits
 from bastion.db.lookups import find_account
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageDaily, UsageRecord, utcnow
 from bastion.db.people import People
-from bastion.db.reports import Reports, usage_row
+from bastion.db.reports import Reports
+from bastion.db.request_log import RequestLog, usage_row
 from bastion.db.views import (
     AccountView,
     CreditState,
@@ -45,6 +46,7 @@ class Store:
         self.people = People(self._sessions)
         self.audit = AuditLog(self._sessions)
         self.reports = Reports(self._sessions)
+        self.log = RequestLog(self._sessions)
         self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
 
     @classmethod
@@ -241,14 +243,24 @@ class Store:
             return [(key_id, int(version)) for key_id, version in rows]
 
     async def key_spend(self, key_id: str, since: datetime | None) -> int:
-        """What a key's requests cost since `since` (all of them: None), from the ledger."""
+        """What a key's requests cost since `since` (all of them: None), exactly: the daily rollups for
+        whole UTC days, the records themselves for the part of a day before the first whole one (a
+        budget period in another time zone starts within a UTC day)."""
+        rolled = select(func.coalesce(func.sum(UsageDaily.cost_nano), 0)).where(UsageDaily.key_id == key_id)
+        part = None
+        if since is not None:
+            start = since.astimezone(UTC)
+            first_whole = start.date() if start.time() == time(0) else start.date() + timedelta(days=1)
+            rolled = rolled.where(UsageDaily.day >= first_whole)
+            if start.time() != time(0):
+                part = select(func.coalesce(func.sum(UsageRecord.cost_nano), 0)).where(
+                    UsageRecord.key_id == key_id,
+                    UsageRecord.created_at >= start,
+                    UsageRecord.created_at < datetime.combine(first_whole, time(0), UTC),
+                )
         async with self._sessions() as session:
-            query = select(func.coalesce(func.sum(UsageRecord.cost_nano), 0)).where(
-                UsageRecord.key_id == key_id
-            )
-            if since is not None:
-                query = query.where(UsageRecord.created_at >= since)
-            return int(await session.scalar(query) or 0)
+            spent = int(await session.scalar(rolled) or 0)
+            return spent + (int(await session.scalar(part) or 0) if part is not None else 0)
 
     async def list_keys(self, ref: str | None = None) -> list[KeyView]:
         async with self._sessions() as session:

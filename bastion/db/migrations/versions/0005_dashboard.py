@@ -4,7 +4,8 @@ indexes for its ranges
 `usage_daily` sums usage per UTC day, account, key and model; the ledger writer keeps it in the same
 transaction as the records, and this migration fills it from the records already written. The request
 log pages by (created_at, id) per account and over every account, so those two composite indexes
-replace the single-column ones on account_id, key_id and created_at (each a prefix of a composite).
+replace the single-column ones on account_id, key_id and created_at (each a prefix of a composite); a
+page filtered by model or by failure has an index of its own (failures: partial, so it stays small).
 
 Revision ID: 0005
 Revises: 0004
@@ -58,6 +59,22 @@ def upgrade() -> None:
         "ix_usage_records_account_created_id", "usage_records", ["account_id", "created_at", "id"]
     )
     op.create_index("ix_usage_records_created_id", "usage_records", ["created_at", "id"])
+    op.create_index("ix_usage_records_model_created_id", "usage_records", ["model", "created_at", "id"])
+    failed = sa.text("status >= 400")
+    op.create_index(
+        "ix_usage_records_account_failed",
+        "usage_records",
+        ["account_id", "created_at", "id"],
+        postgresql_where=failed,
+        sqlite_where=failed,
+    )
+    op.create_index(
+        "ix_usage_records_failed",
+        "usage_records",
+        ["created_at", "id"],
+        postgresql_where=failed,
+        sqlite_where=failed,
+    )
     op.drop_index("ix_usage_records_account_id", "usage_records")
     op.drop_index("ix_usage_records_key_id", "usage_records")
     op.drop_index("ix_usage_records_created_at", "usage_records")
@@ -118,6 +135,9 @@ def downgrade() -> None:
     op.create_index("ix_usage_records_created_at", "usage_records", ["created_at"])
     op.create_index("ix_usage_records_key_id", "usage_records", ["key_id"])
     op.create_index("ix_usage_records_account_id", "usage_records", ["account_id"])
+    op.drop_index("ix_usage_records_failed", "usage_records")
+    op.drop_index("ix_usage_records_account_failed", "usage_records")
+    op.drop_index("ix_usage_records_model_created_id", "usage_records")
     op.drop_index("ix_usage_records_created_id", "usage_records")
     op.drop_index("ix_usage_records_account_created_id", "usage_records")
     op.drop_table("usage_daily")
