@@ -125,6 +125,9 @@ def test_the_root_leads_to_the_dashboard_and_api_clients_get_envelopes(stack: St
     protected = httpx.get(stack.gateway.root + "/dashboard/accounts?x=1")
     assert protected.status_code == 303
     assert protected.headers["location"] == "/dashboard/signin?next=/dashboard/accounts%3Fx%3D1"
+    wrong = httpx.post(stack.gateway.root + "/")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert wrong.headers["allow"] == "GET"
     # A client that does not ask for HTML gets OpenAI's envelope for a missing page, as everywhere else.
     missing = httpx.get(stack.gateway.root + "/dashboard/nope", headers={"Accept": "application/json"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -177,7 +177,8 @@ def test_sdk_sees_413_as_api_status_error(client: openai.OpenAI) -> None:
     assert (caught.value.code, caught.value.type) == ("request_too_large", "invalid_request_error")
 
 
-@pytest.mark.parametrize("path", ["/v1/nope", "/", "/v1/chat/completions/extra", "/v1/files"])
+# `/` leads to the dashboard (tests/test_dashboard.py); with the dashboard off it is a 404 like these.
+@pytest.mark.parametrize("path", ["/v1/nope", "/nope", "/v1/chat/completions/extra", "/v1/files"])
 def test_unknown_routes_are_404_envelopes(http: httpx.Client, path: str) -> None:
     for method in ("GET", "POST"):
         error = _error(http.request(method, path), 404, "not_found")
