@@ -33,7 +33,6 @@ from bastion.api.openapi import install_openapi
 from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
-from bastion.dashboard.app import build_dashboard
 from bastion.dashboard.links import set_password_link
 from bastion.errors import (
     ApiError,
@@ -325,6 +324,8 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         link_for = partial(set_password_link, bastion.settings)
         web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token, link_for))
     if bastion.settings.dashboard:
+        from bastion.dashboard.app import build_dashboard  # its templates and hashing load only when it is on
+
         web.mount("/dashboard", build_dashboard(bastion, bastion.services))
 
         @web.get("/", include_in_schema=False)
