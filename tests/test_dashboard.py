@@ -18,6 +18,7 @@ from conftest import Gateway, stop_gateway
 from dashboard_client import PASSWORD, Person, accept, form_token, invite, person, sign_in
 from sqlalchemy import text
 from stacks import Stack, poll
+from upstream import MockUpstream
 
 from bastion.dashboard.usage import csv_line
 from bastion.db.models import utcnow
@@ -665,3 +666,45 @@ def test_the_overview_cards_keep_their_windows_whatever_the_charts_range(stack: 
             assert chart == in_chart, days
     finally:
         viewer.close()
+
+
+def test_the_overview_shows_what_requests_in_flight_hold(stack: Stack, upstream: MockUpstream) -> None:
+    account_id, _, key = _ids(stack)
+    viewer = person(stack, "--account", account_id, "--role", "viewer")
+    overview = f"/dashboard/a/{account_id}/"
+
+    def cards(path: str = overview) -> tuple[str, str, str]:
+        text = viewer.page(path).text
+        found = [
+            re.search(rf'data-figure="{name}">.*?class="value">([^<]+)<', text, re.S)
+            for name in ("balance", "reserved", "available")
+        ]
+        assert all(found)
+        return tuple(f.group(1) for f in found)  # type: ignore[union-attr,return-value]
+
+    gate = f"dash-inflight-{account_id}"
+    body = {"model": "m-gated", "messages": HELLO, "max_tokens": 100, "stream": True}
+    try:
+        with httpx.stream(
+            "POST",
+            stack.gateway.base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}", "x-request-id": gate},
+        ) as held:
+            lines = held.iter_lines()
+            assert '"first"' in next(line for line in lines if "first" in line)
+            # Its worst case, (5 prompt + 2 * 100 output) tokens at $1 per 1M: held until it ends.
+            assert cards() == ("$1.00", "$0.000205", "$0.999795")
+            assert cards(f"/dashboard/a/{account_id}/credit") == ("$1.00", "$0.000205", "$0.999795")
+            upstream.open_gate(gate)
+            assert any("[DONE]" in line for line in lines)
+        (record,) = stack.wait_records(account_id, 1)
+        left = usd_text(USD - record.cost_nano)
+        assert poll(lambda: cards() == (left, "$0.00", left), 5), cards()
+    finally:
+        viewer.close()
+
+
+def usd_text(nano: int) -> str:
+    whole, fraction = divmod(nano, USD)
+    return f"${whole:,}.{f'{fraction:09d}'.rstrip('0').ljust(2, '0')}"
