@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -704,3 +705,30 @@ def test_docker_compose_config_validates() -> None:
     assert result.returncode == 0, result.stderr
     missing = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr, missing.stderr
+
+
+def test_the_package_carries_every_file_the_dashboard_serves(tmp_path: Path) -> None:
+    """The image installs Bastion as a wheel: its templates and static files must be in it, or the
+    dashboard of every container answers 500. Built from a copy, so no earlier build's leftovers count."""
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "bastion", source / "bastion", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("bastion_gateway-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    dashboard = ROOT / "bastion" / "dashboard"
+    wanted = {
+        str(path.relative_to(ROOT))
+        for folder in ("templates", "static")
+        for path in (dashboard / folder).iterdir()
+        if path.is_file()
+    }
+    assert len(wanted) > 20 and wanted <= names, sorted(wanted - names)
