@@ -27,7 +27,7 @@ class SchemaError(RuntimeError):
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store.from_url(settings.database_url)
+        self.store = Store.from_settings(settings)
         self.live: LiveState
         self.ledger: LedgerWriter
         if settings.redis_url:

@@ -45,6 +45,8 @@ class Stack:
     config_path: Path
     workdir: Path
     gateways: list[Gateway] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # for every process, the CLI's included
+    direct_database: str | None = None  # what the tests read and write through, when Bastion's is a pooler
 
     @property
     def gateway(self) -> Gateway:
@@ -58,7 +60,7 @@ class Stack:
         }
         if self.redis_url:
             env |= {"BASTION_REDIS_URL": self.redis_url, "BASTION_REDIS_PREFIX": self.redis_prefix}
-        return env
+        return env | self.settings
 
     def start(self, extra_env: dict[str, str] | None = None) -> Gateway:
         index = len(self.gateways)
@@ -84,7 +86,7 @@ class Stack:
     def account(self, usd_nano: int, **key_options: Any) -> tuple[str, str, str]:
         """A fresh account with this credit and one key: (account id, key id, key)."""
         name = f"acct-{secrets.token_hex(4)}"
-        return run(account_with_key(self.database, name, usd_nano, **key_options))
+        return run(account_with_key(self.direct_database or self.database, name, usd_nano, **key_options))
 
     def bastion(self, *args: str) -> subprocess.CompletedProcess[str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
@@ -98,7 +100,7 @@ class Stack:
 
     def with_store(self, operation: Callable[[Store], Any]) -> Any:
         async def go() -> Any:
-            store = Store.from_url(self.database)
+            store = Store.from_url(self.direct_database or self.database)
             try:
                 return await operation(store)
             finally:

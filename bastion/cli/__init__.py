@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from bastion import __version__
 from bastion.cli import manage, serve
+from bastion.cli.output import fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,4 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ValidationError as exc:  # a BASTION_* setting that is not a valid value: one line, no traceback
+        first = exc.errors()[0]
+        name = "BASTION_" + str(first["loc"][0]).upper() if first.get("loc") else "a setting"
+        return fail(f"{name}: {first['msg']} (got {first.get('input')!r})")

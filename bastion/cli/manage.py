@@ -84,7 +84,10 @@ def _run(
     async def go() -> int:
         settings = Settings()
         live = RedisLive(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
-        store = Store.from_url(settings.database_url)
+        try:
+            store = Store.from_settings(settings)
+        except ValueError as exc:
+            raise InputError(f"BASTION_DATABASE_URL: {exc}") from None
         try:
             if live is not None:
                 await live.start()

@@ -139,7 +139,7 @@ async def _schema_problem(settings: Settings) -> str | None:
     from bastion.services import SchemaError, ensure_schema
 
     try:
-        store = Store.from_url(settings.database_url)
+        store = Store.from_settings(settings)
     except ValueError as exc:
         return f"BASTION_DATABASE_URL: {exc}"
     try:

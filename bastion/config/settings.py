@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         "sqlite+aiosqlite:///./bastion.db", description="postgresql://... or the embedded SQLite file."
+    )
+    database_pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description="transaction: BASTION_DATABASE_URL names PgBouncer (or a managed pooler) in transaction"
+        " pooling mode; asyncpg's statement cache is then off.",
     )
     redis_url: str | None = Field(None, description="redis://...; unset: in-process limits (one process).")
     redis_prefix: str = Field("bastion:", description="Prefix of every Redis key Bastion writes.")

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+if TYPE_CHECKING:
+    from bastion.config import Settings
+
 from bastion.auth.keys import display_prefix, generate_key, hash_key, new_id
 from bastion.db.audit import Actor, AuditLog, as_actor, record
-from bastion.db.engine import create_engine, session_factory
+from bastion.db.engine import Pooler, create_engine, session_factory
 from bastion.db.errors import Conflict, NotFound, StoreError
 from bastion.db.ledger_sql import PostgresBatches, encode_row, insert_and_charge_sqlite
 from bastion.db.limits import COLUMN, KeyLimits
@@ -50,8 +53,12 @@ class Store:
         self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, pooler: Pooler = "none") -> Store:
+        return cls(create_engine(url, pooler))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls.from_url(settings.database_url, settings.database_pooler)
 
     async def close(self) -> None:
         if self._batches is not None:
