@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
+from dashboard_client import PASSWORD
 from playwright.sync_api import BrowserContext, Page, Response
 from stacks import Stack
 
@@ -39,7 +40,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
-PASSWORD = "correct horse battery staple"
 TESTS = Actor("tests", None, None)
 
 
@@ -91,15 +91,6 @@ def cli(stack: Stack, *args: str) -> Any:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-def dollars(nano: int) -> str:
-    """How the dashboard shows money, written out independently: exact, trailing zeros trimmed past the
-    cents, thousands separators ('$0.000017', '$1,234.50')."""
-    sign = "-" if nano < 0 else ""
-    whole, fraction = divmod(abs(nano), 10**9)
-    digits = f"{fraction:09d}".rstrip("0").ljust(2, "0")
-    return f"{sign}${whole:,}.{digits}"
 
 
 @dataclass

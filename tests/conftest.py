@@ -16,7 +16,14 @@ import httpx
 import openai
 import pytest
 import yaml
-from provision import account_with_key, migrated, run, sqlite_url
+from provision import (
+    account_with_key,
+    create_postgres_database,
+    drop_postgres_database,
+    migrated,
+    run,
+    sqlite_url,
+)
 from upstream import MockUpstream
 
 if TYPE_CHECKING:
@@ -106,6 +113,17 @@ def stop_gateway(gateway: Gateway) -> None:
         gateway.process.wait(10)
     except subprocess.TimeoutExpired:
         gateway.process.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind: a SQLite file, a fresh PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")

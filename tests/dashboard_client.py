@@ -17,6 +17,15 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _FORM = re.compile(r'name="form_token" value="([^"]+)"')
 
 
+def dollars(nano: int) -> str:
+    """How the dashboard shows money, written out independently: exact, trailing zeros trimmed past the
+    cents, thousands separators ('$0.000017', '$1,234.50')."""
+    sign = "-" if nano < 0 else ""
+    whole, fraction = divmod(abs(nano), 10**9)
+    digits = f"{fraction:09d}".rstrip("0").ljust(2, "0")
+    return f"{sign}${whole:,}.{digits}"
+
+
 @dataclass
 class Person:
     email: str

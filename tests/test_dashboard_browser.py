@@ -32,7 +32,6 @@ from browser import (
     browser_required,
     chromium_path,
     cli,
-    dollars,
     join,
     key_ids,
     new_email,
@@ -43,6 +42,7 @@ from browser import (
     with_management,
 )
 from conftest import stop_gateway
+from dashboard_client import dollars
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from stacks import Stack, running_stack
 from upstream import MockUpstream

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from provision import create_postgres_database, drop_postgres_database, run, sqlite_url
+from provision import create_postgres_database, drop_postgres_database, run
 from sqlalchemy import inspect
 
 from bastion.db.engine import create_engine
@@ -29,16 +27,6 @@ TABLES = [
     "usage_daily",
     "usage_records",
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
 
 
 def _migrate(database: str, *args: str) -> subprocess.CompletedProcess[str]:

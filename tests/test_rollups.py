@@ -8,28 +8,15 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-from provision import create_postgres_database, drop_postgres_database, migrated, run, sqlite_url
+from provision import migrated, run
 from sqlalchemy import select, text
 
 from bastion.db import migrate
 from bastion.db.models import UsageDaily
 from bastion.db.store import Store, UsageRow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
 
 
 def _row(

@@ -191,7 +191,7 @@ async def demo_owner(settings: Settings, saved: str | None) -> str:
     from bastion.db.audit import Actor
     from bastion.db.store import Store, StoreError
 
-    store = Store.from_url(settings.database_url)
+    store = Store.from_settings(settings)
     people, demo = store.people, Actor("demo")
     try:
         found = await people.credentials(DEMO_OWNER)

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from bastion.config.models_file import ModelConfig
 from bastion.dashboard import usage
 from bastion.dashboard.charts import spend_chart
-from bastion.dashboard.context import Visit, account_visit
+from bastion.dashboard.context import AccountVisit, Visit
 from bastion.db.errors import StoreError
 from bastion.money import MoneyError, cost_nano, usd_to_nano
 
 router = APIRouter()
-AccountVisit = Annotated[Visit, Depends(account_visit)]
 RANGES = (7, 30, 90)
-
-
-def _account(visit: Visit) -> str:
-    assert visit.account is not None
-    return visit.account.id
 
 
 async def live_balance(visit: Visit) -> tuple[int, int]:
@@ -40,7 +33,7 @@ async def live_balance(visit: Visit) -> tuple[int, int]:
 async def overview(visit: AccountVisit, days: int = 30) -> Response:
     days = days if days in RANGES else 30
     today = datetime.now(UTC).date()
-    figures = await visit.dashboard.management.store.reports.overview(_account(visit), days, today)
+    figures = await visit.dashboard.management.store.reports.overview(visit.account_id, days, today)
     balance, reserved = await live_balance(visit)
     return visit.page(
         "overview.html",
@@ -53,25 +46,20 @@ async def overview(visit: AccountVisit, days: int = 30) -> Response:
     )
 
 
-@router.get("/a/{account_id}")
-async def overview_slash(account_id: str) -> Response:
-    return RedirectResponse(f"/dashboard/a/{account_id}/", status_code=307)
-
-
 @router.get("/a/{account_id}/usage")
 async def usage_log(visit: AccountVisit, request: Request) -> Response:
-    base = f"/dashboard/a/{_account(visit)}/usage"
-    return await usage.log_page(visit, _account(visit), dict(request.query_params), base)
+    base = f"/dashboard/a/{visit.account_id}/usage"
+    return await usage.log_page(visit, visit.account_id, dict(request.query_params), base)
 
 
 @router.get("/a/{account_id}/usage.csv")
 async def usage_csv(visit: AccountVisit, request: Request) -> Response:
-    return usage.csv_export(visit, _account(visit), dict(request.query_params), _account(visit))
+    return usage.csv_export(visit, visit.account_id, dict(request.query_params), visit.account_id)
 
 
 @router.get("/a/{account_id}/usage/{request_id}")
 async def one_request(visit: AccountVisit, request_id: str) -> Response:
-    return await usage.request_page(visit, _account(visit), request_id)
+    return await usage.request_page(visit, visit.account_id, request_id)
 
 
 def examples(model: ModelConfig) -> list[tuple[str, int]]:
@@ -105,7 +93,7 @@ async def models(visit: AccountVisit) -> Response:
 @router.get("/a/{account_id}/credit")
 async def credit(visit: AccountVisit, added: str | None = None) -> Response:
     balance, reserved = await live_balance(visit)
-    entries = await visit.dashboard.management.store.reports.credit_entries(_account(visit))
+    entries = await visit.dashboard.management.store.reports.credit_entries(visit.account_id)
     return visit.page(
         "credit.html", entries=entries, balance=balance, reserved=reserved, error=None, added=added
     )
@@ -121,12 +109,12 @@ async def add_credit(visit: AccountVisit) -> Response:
         amount = usd_to_nano(form.get("usd", "").strip().lstrip("$").replace(",", ""))
         if kind == "adjustment" and not note:
             raise StoreError("an adjustment needs a note saying why")
-        await visit.dashboard.management.add_credits(_account(visit), amount, note, visit.actor, kind)
+        await visit.dashboard.management.add_credits(visit.account_id, amount, note, visit.actor, kind)
     except (MoneyError, StoreError) as exc:
         balance, reserved = await live_balance(visit)
-        entries = await visit.dashboard.management.store.reports.credit_entries(_account(visit))
+        entries = await visit.dashboard.management.store.reports.credit_entries(visit.account_id)
         error = f"Nothing was added: {exc}."
         return visit.page(
             "credit.html", 400, entries=entries, balance=balance, reserved=reserved, error=error, added=None
         )
-    return RedirectResponse(f"/dashboard/a/{_account(visit)}/credit?added=1", status_code=303)
+    return RedirectResponse(f"/dashboard/a/{visit.account_id}/credit?added=1", status_code=303)

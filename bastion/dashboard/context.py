@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -21,10 +22,7 @@ from bastion.dashboard.security import (
     SESSION_COOKIE,
     ClientAddress,
     FormData,
-    FormRefused,
-    read_form,
-    same_origin,
-    tokens_match,
+    checked_form,
 )
 from bastion.dashboard.throttle import Throttle
 from bastion.db.audit import Actor
@@ -107,6 +105,12 @@ class Visit:
         return self.session.user
 
     @property
+    def account_id(self) -> str:
+        """The account in view (pages under /a/{account_id} only)."""
+        assert self.account is not None
+        return self.account.id
+
+    @property
     def actor(self) -> Actor:
         return Actor(self.user.email, self.user.id, self.address)
 
@@ -118,15 +122,10 @@ class Visit:
             raise PageError(403, "Not allowed", "Your role does not allow this. Nothing was changed.")
 
     async def form(self) -> FormData:
-        """The posted form, once its origin and CSRF token are checked."""
-        if not same_origin(self.request, self.dashboard.settings.public_url):
-            raise FormRefused(403, "This form was sent from another site. Nothing was changed.")
-        fields = await read_form(self.request)
-        if not tokens_match(fields.get("csrf_token"), self.session.csrf_token):
-            raise FormRefused(
-                403, "This form has expired or did not come from this page. Nothing was changed."
-            )
-        return fields
+        """The posted form, once its origin and the session's CSRF token are checked."""
+        expired = "This form has expired or did not come from this page. Nothing was changed."
+        public_url = self.dashboard.settings.public_url
+        return await checked_form(self.request, public_url, "csrf_token", self.session.csrf_token, expired)
 
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         base = {
@@ -159,3 +158,6 @@ async def account_visit(request: Request, account_id: str) -> Visit:
     except NotFound:
         raise PageError(404, "Not found", "There is no such account.") from None
     return seen
+
+
+AccountVisit = Annotated[Visit, Depends(account_visit)]

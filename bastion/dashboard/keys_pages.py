@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.responses import RedirectResponse, Response
 
-from bastion.dashboard.context import PageError, Visit, account_visit
+from bastion.dashboard.context import AccountVisit, PageError, Visit
 from bastion.dashboard.links import public_base
 from bastion.dashboard.security import FormData
 from bastion.db.errors import StoreError
@@ -19,12 +19,6 @@ from bastion.money import MoneyError, usd_to_nano
 from bastion.periods import PERIODS
 
 router = APIRouter()
-AccountVisit = Annotated[Visit, Depends(account_visit)]
-
-
-def _account(visit: Visit) -> str:
-    assert visit.account is not None
-    return visit.account.id
 
 
 async def period_spend(visit: Visit, keys: list[KeyView]) -> dict[str, tuple[str, int]]:
@@ -41,7 +35,7 @@ async def period_spend(visit: Visit, keys: list[KeyView]) -> dict[str, tuple[str
 
 async def _keys_page(visit: Visit, status: int = 200, **context: Any) -> Response:
     today = datetime.now(UTC).date()
-    figures: list[KeyFigures] = await visit.dashboard.management.store.reports.keys(_account(visit), today)
+    figures: list[KeyFigures] = await visit.dashboard.management.store.reports.keys(visit.account_id, today)
     spend = await period_spend(visit, [f.key for f in figures])
     defaults = {"error": None, "values": {}, "created": None, "plaintext": None, "notice": None}
     return visit.page(
@@ -103,7 +97,7 @@ async def create_key(visit: AccountVisit) -> Response:
     try:
         settings = limits(form)
         key, plaintext = await visit.dashboard.management.create_key(
-            _account(visit),
+            visit.account_id,
             form.get("name").strip()[:200] or None,
             settings["rpm"],
             settings["tpm"],
@@ -121,7 +115,7 @@ async def create_key(visit: AccountVisit) -> Response:
 
 async def _key(visit: Visit, key_id: str) -> KeyView:
     found = await visit.dashboard.management.store.key(key_id)
-    if found is None or found[0].account_id != _account(visit):
+    if found is None or found[0].account_id != visit.account_id:
         raise PageError(404, "Not found", "There is no such key in this account.")
     return found[0]
 
@@ -155,7 +149,7 @@ async def edit_key(visit: AccountVisit, key_id: str) -> Response:
             models=list(visit.dashboard.catalog().models),
             periods=PERIODS,
         )
-    return RedirectResponse(f"/dashboard/a/{_account(visit)}/keys?updated={key.id}", status_code=303)
+    return RedirectResponse(f"/dashboard/a/{visit.account_id}/keys?updated={key.id}", status_code=303)
 
 
 @router.get("/a/{account_id}/keys/{key_id}/revoke")
@@ -170,4 +164,4 @@ async def revoke(visit: AccountVisit, key_id: str) -> Response:
     key = await _key(visit, key_id)
     await visit.form()
     await visit.dashboard.management.revoke_key(key.id, visit.actor)
-    return RedirectResponse(f"/dashboard/a/{_account(visit)}/keys?revoked={key.id}", status_code=303)
+    return RedirectResponse(f"/dashboard/a/{visit.account_id}/keys?revoked={key.id}", status_code=303)

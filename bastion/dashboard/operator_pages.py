@@ -70,7 +70,13 @@ async def one_request(visit: OperatorVisit, request_id: str) -> Response:
 async def _users_page(visit: Visit, status: int = 200, **context: object) -> Response:
     users = await visit.dashboard.management.store.people.users()
     names = {a.id: a.name for a in await visit.dashboard.management.list_accounts()}
-    defaults: dict[str, object] = {"error": None, "invited": None, "link": None, "notice": None}
+    defaults: dict[str, object] = {
+        "error": None,
+        "invited": None,
+        "link": None,
+        "notice": None,
+        "reset": False,
+    }
     return visit.page("users.html", status, users=users, accounts=names, roles=ROLES, **(defaults | context))
 
 

@@ -119,6 +119,19 @@ async def read_form(request: Request) -> FormData:
     return FormData(await read_form_pairs(request))
 
 
+async def checked_form(
+    request: Request, public_url: str | None, token_field: str, expected: str | None, expired: str
+) -> FormData:
+    """A posted form from this site whose `token_field` matches `expected`; else FormRefused (`expired`
+    says why to the user), before anything is done."""
+    if not same_origin(request, public_url):
+        raise FormRefused(403, "This form was sent from another site. Nothing was changed.")
+    fields = await read_form(request)
+    if not tokens_match(fields.get(token_field), expected):
+        raise FormRefused(403, expired)
+    return fields
+
+
 async def read_form_pairs(request: Request) -> list[tuple[str, str]]:
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):

@@ -20,11 +20,8 @@ from bastion.dashboard.security import (
     FORM_COOKIE,
     SESSION_COOKIE,
     FormData,
-    FormRefused,
+    checked_form,
     cookie,
-    read_form,
-    same_origin,
-    tokens_match,
 )
 from bastion.db.audit import Actor
 from bastion.db.people import UserView
@@ -57,12 +54,10 @@ def _with_form_token(
 
 
 async def _checked_form(request: Request, dashboard: Dashboard) -> FormData:
-    if not same_origin(request, dashboard.settings.public_url):
-        raise FormRefused(403, "This form was sent from another site. Nothing was changed.")
-    fields = await read_form(request)
-    if not tokens_match(fields.get("form_token"), request.cookies.get(FORM_COOKIE)):
-        raise FormRefused(403, "This form has expired; it was reloaded, please send it again.")
-    return fields
+    """Before a session exists, the CSRF token is the one double-submitted in the form's cookie."""
+    expired = "This form has expired; it was reloaded, please send it again."
+    cookie_token = request.cookies.get(FORM_COOKIE)
+    return await checked_form(request, dashboard.settings.public_url, "form_token", cookie_token, expired)
 
 
 async def _signed_in(

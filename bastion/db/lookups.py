@@ -1,4 +1,4 @@
-"""Finding a row by what people type: an account by its id or its name."""
+"""Finding rows by what people type or pages show: an account by its id or name, keys' names by id."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.db.errors import NotFound
-from bastion.db.models import Account
+from bastion.db.models import Account, ApiKey
 
 
 async def find_account(session: AsyncSession, ref: str) -> Account:
@@ -14,3 +14,13 @@ async def find_account(session: AsyncSession, ref: str) -> Account:
     if account is None:
         raise NotFound(f"no account with id or name '{ref}'")
     return account
+
+
+async def key_names(session: AsyncSession, key_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Key id -> (name, display prefix), for the keys named (a page's worth)."""
+    if not key_ids:
+        return {}
+    rows = await session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(ApiKey.id.in_(set(key_ids)))
+    )
+    return {r.id: (r.name, r.prefix) for r in rows}

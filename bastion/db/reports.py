@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bastion.db.lookups import key_names
 from bastion.db.models import (
     Account,
     ApiKey,
@@ -151,7 +152,7 @@ class Reports:
                     .limit(top)
                 )
             ).all()
-            names = await self._key_labels(session, [r.key_id for r in key_rows])
+            names = await key_names(session, [r.key_id for r in key_rows])
         by_day: dict[date, dict[str, Totals]] = defaultdict(dict)
         range_totals = today_totals = week = month = Totals()
         by_model: dict[str, Totals] = defaultdict(Totals)
@@ -175,15 +176,9 @@ class Reports:
             today_totals,
             week,
             month,
-            [Ranked(r.key_id, names.get(r.key_id, r.key_id), _totals(r)) for r in key_rows],
+            [Ranked(r.key_id, names.get(r.key_id, (r.key_id,))[0], _totals(r)) for r in key_rows],
             [Ranked(model, model, totals) for model, totals in top_models],
         )
-
-    async def _key_labels(self, session: Any, key_ids: list[str]) -> dict[str, str]:
-        if not key_ids:
-            return {}
-        rows = await session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(key_ids)))
-        return {r.id: r.name for r in rows}
 
     # --------------------------------------------------------------------- keys
     async def keys(self, account_id: str, today: date) -> list[KeyFigures]:
@@ -200,24 +195,25 @@ class Reports:
                     .order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc())
                 )
             ).all()
-            spend = await session.execute(
-                select(UsageDaily.key_id, func.sum(UsageDaily.cost_nano).label("total"))
-                .where(UsageDaily.account_id == account_id)
-                .group_by(UsageDaily.key_id)
-            )
-            totals = {r.key_id: int(r.total or 0) for r in spend}
-            recent = await session.execute(
-                select(UsageDaily.key_id, func.sum(UsageDaily.cost_nano).label("total"))
-                .where(UsageDaily.account_id == account_id, UsageDaily.day >= since)
-                .group_by(UsageDaily.key_id)
-            )
-            recent_totals = {r.key_id: int(r.total or 0) for r in recent}
+            spend = {
+                r.key_id: (int(r.total or 0), int(r.recent or 0))
+                for r in await session.execute(
+                    select(
+                        UsageDaily.key_id,
+                        func.sum(UsageDaily.cost_nano).label("total"),
+                        func.sum(case((UsageDaily.day >= since, UsageDaily.cost_nano), else_=0)).label(
+                            "recent"
+                        ),
+                    )
+                    .where(UsageDaily.account_id == account_id)
+                    .group_by(UsageDaily.key_id)
+                )
+            }
         return [
             KeyFigures(
                 key_view(row[0]),
                 _moment(row.last_used),
-                totals.get(row[0].id, 0),
-                recent_totals.get(row[0].id, 0),
+                *spend.get(row[0].id, (0, 0)),
             )
             for row in keys
         ]

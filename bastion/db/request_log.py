@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bastion.db.models import ApiKey, UsageDaily, UsageRecord
+from bastion.db.lookups import key_names
+from bastion.db.models import UsageDaily, UsageRecord
 from bastion.db.views import UsageRow, as_utc
 
 EXPORT_BATCH = 5000
@@ -145,13 +146,8 @@ class RequestLog:
 
     async def key_names(self, key_ids: list[str]) -> dict[str, tuple[str, str]]:
         """Key id -> (name, display prefix)."""
-        if not key_ids:
-            return {}
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(ApiKey.id.in_(set(key_ids)))
-            )
-            return {r.id: (r.name, r.prefix) for r in rows}
+            return await key_names(session, key_ids)
 
 
 def usage_row(record: UsageRecord) -> UsageRow:
