@@ -68,7 +68,7 @@ class Management:
         the database poll)."""
         key, key_hash = await self.store.update_key(key_id, name, changes, actor)
         if self.live is not None:
-            await self.live.key_changed(key.id, key.version, key_hash)
+            await self.live.key_changed(key.id, key.account_id, key.version, key_hash)
         if self.forget_key is not None:
             self.forget_key(key.id)
         return key
@@ -84,7 +84,7 @@ class Management:
     async def revoke_key(self, key_id: str, actor: Actor | str = "cli") -> KeyView:
         key = await self.store.revoke_key(key_id, actor)
         if self.live is not None:
-            await self.live.revoke(key_id)
+            await self.live.revoke(key_id, key.account_id)
         return key
 
     async def usage(

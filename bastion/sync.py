@@ -51,16 +51,16 @@ class Sync:
                 log.exception("database sync failed; retrying")
 
     async def poll(self) -> None:
-        for key_id in await self.store.revoked_since(self._since):
+        for key_id, account_id in await self.store.revoked_since(self._since):
             if key_id not in self._revoked:
                 self._revoked.add(key_id)
                 self.authenticator.forget(key_id)
-                await self.live.revoke(key_id)
-        for key_id, version in await self.store.keys_changed_since(self._since):
+                await self.live.revoke(key_id, account_id)
+        for key_id, account_id, version in await self.store.keys_changed_since(self._since):
             if self._versions.get(key_id) != version:
                 self._versions[key_id] = version
                 self.authenticator.forget(key_id)
-                await self.live.key_changed(key_id, version)
+                await self.live.key_changed(key_id, account_id, version)
         for account_id, newest in await self.store.credit_changes_since(self._credit_seen):
             await self.live.load_account(account_id, await self.store.credit_state(account_id))
             self._credit_seen = max(self._credit_seen, newest)

@@ -633,6 +633,71 @@ def test_compose_stop_grace_outlasts_the_drain() -> None:
     assert bastion["restart"] == "unless-stopped"
 
 
+def test_compose_redis_cluster_profile() -> None:
+    from bastion.billing.redis_target import parse_redis_url
+
+    services = compose()["services"]
+    nodes = sorted(name for name in services if re.fullmatch(r"redis-cluster-\d", name))
+    assert len(nodes) == 3, "three masters"
+    for name in nodes:
+        node = services[name]
+        assert node["profiles"] == ["redis-cluster"]
+        command = " ".join(node["command"])
+        assert "--cluster-enabled yes" in command and "--appendonly yes" in command, command
+        assert "--cluster-preferred-endpoint-type hostname" in command
+        assert environment(node)["NODE"] == name  # the hostname it announces is its service name
+        assert f"{name}:/data" in node["volumes"] and name in compose()["volumes"]
+    init = services["redis-cluster-init"]
+    assert init["profiles"] == ["redis-cluster"] and str(init["restart"]) == "no"
+    create = " ".join(init["command"])
+    assert "--cluster create" in create and "--cluster-replicas 0" in create and "--cluster-yes" in create
+    assert all(f"$(ip {name}):6379" in create for name in nodes), create
+    assert all(condition(init, name) == "service_healthy" for name in nodes)
+
+    # What .env.example gives for the profile is what the gateway reads, and it names those nodes.
+    example = [
+        line for line in ENV_EXAMPLE.read_text().splitlines() if "redis+cluster://redis-cluster" in line
+    ]
+    (line,) = example
+    url = line.split()[-1]
+    bastion = services["bastion"]
+    assert (
+        environment(compose({**DUMMY_ENV, "REDIS_URL": url})["services"]["bastion"])["BASTION_REDIS_URL"]
+        == url
+    )
+    target = parse_redis_url(url)
+    assert target.mode == "cluster" and sorted(host for host, _ in target.nodes) == nodes
+    assert condition(bastion, "redis-cluster-init") == "service_completed_successfully"
+    assert bastion["depends_on"]["redis-cluster-init"]["required"] is False
+
+
+def test_compose_pgbouncer_profile() -> None:
+    from bastion.db.engine import async_url
+
+    services = compose()["services"]
+    bouncer = services["pgbouncer"]
+    assert bouncer["profiles"] == ["pgbouncer"]
+    env = environment(bouncer)
+    assert env["POOL_MODE"] == "transaction"
+    assert urlsplit(env["DATABASE_URL"]).hostname == "postgres"
+    assert condition(bouncer, "postgres") == "service_healthy"
+    listens = int(env["LISTEN_PORT"])
+
+    profiled = {**DUMMY_ENV, "DATABASE_HOST": "pgbouncer", "DATABASE_POOLER": "transaction"}
+    for name in ("bastion", "migrate"):
+        service = compose(profiled)["services"][name]
+        settings = environment(service)
+        url = urlsplit(async_url(settings["BASTION_DATABASE_URL"]))
+        assert (url.hostname, url.port) == ("pgbouncer", listens)
+        assert settings["BASTION_DATABASE_POOLER"] == "transaction"
+        assert Settings(database_pooler=settings["BASTION_DATABASE_POOLER"]).database_pooler == "transaction"
+        assert service["depends_on"]["pgbouncer"]["required"] is False
+        # Without the profile: straight to PostgreSQL, no pooler setting.
+        direct = environment(compose()["services"][name])
+        assert urlsplit(direct["BASTION_DATABASE_URL"]).hostname == "postgres"
+        assert direct["BASTION_DATABASE_POOLER"] == "none"
+
+
 # --------------------------------------------------------------------------------------------- nginx
 def test_nginx_upstream_is_the_bastion_service() -> None:
     servers = nginx_values("server", "http/upstream bastion")
@@ -697,7 +762,8 @@ def test_docker_compose_config_validates() -> None:
     command = compose_v2()
     if command is None:
         pytest.skip("no Compose v2 here (`docker compose version` fails and COMPOSE_BIN is unset)")
-    base = [*command, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "lb", "config", "-q"]
+    profiles = ["--profile", "lb", "--profile", "redis-cluster", "--profile", "pgbouncer"]
+    base = [*command, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), *profiles, "config", "-q"]
     env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "COMPOSE_FILE")}
     result = subprocess.run(
         base, capture_output=True, text=True, timeout=60, cwd=ROOT, env={**env, **DUMMY_ENV}

@@ -23,6 +23,7 @@ from stacks import Stack, delete_redis_keys, drop_stack, make_stack, poll
 from upstream import MockUpstream
 
 from bastion.api.app import BastionApp
+from bastion.billing.channel import RedisChannel
 from bastion.config import Settings, load_catalog
 from bastion.db.store import UsageRow
 from bastion.money import NANO_PER_USD
@@ -169,27 +170,34 @@ async def _measure(app: BastionApp, key: str) -> None:
     event.listen(
         app.services.store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
     )
-    # Every command either Redis client sends: the hot path's channel, and redis-py (none expected).
+    # Every command either Redis client sends: the hot path's channel (each server's connection, on a
+    # cluster each node's), and redis-py (none expected).
     live = app.services.live
     commands: list[str] = []
-    call, submit = live.channel.call, live.channel.submit  # type: ignore[attr-defined]
+    call, submit = RedisChannel.call, RedisChannel.submit
     execute = live.redis.execute_command  # type: ignore[attr-defined]
 
-    async def counted_call(command: tuple[Any, ...]) -> Any:
+    async def counted_call(self: RedisChannel, command: tuple[Any, ...], *args: Any, **kwargs: Any) -> Any:
         commands.append(str(command[0]))
-        return await call(command)
+        return await call(self, command, *args, **kwargs)
 
-    def counted_submit(command: tuple[Any, ...]) -> Any:  # sent now, awaited later
+    def counted_submit(self: RedisChannel, command: tuple[Any, ...]) -> Any:  # sent now, awaited later
         commands.append(str(command[0]))
-        return submit(command)
+        return submit(self, command)
 
     async def counted_execute(*args: Any, **kwargs: Any) -> Any:
         commands.append(f"redis-py {args[0]}")
         return await execute(*args, **kwargs)
 
-    live.channel.call = counted_call  # type: ignore[attr-defined]
-    live.channel.submit = counted_submit  # type: ignore[attr-defined]
+    RedisChannel.call, RedisChannel.submit = counted_call, counted_submit  # type: ignore[method-assign]
     live.redis.execute_command = counted_execute  # type: ignore[attr-defined]
+    try:
+        await _requests(app, key, statements, commands)
+    finally:
+        RedisChannel.call, RedisChannel.submit = call, submit  # type: ignore[method-assign]
+
+
+async def _requests(app: BastionApp, key: str, statements: list[str], commands: list[str]) -> None:
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://bastion/v1", headers=headers) as http:
@@ -214,8 +222,6 @@ async def _measure(app: BastionApp, key: str) -> None:
 
 async def test_the_hot_redis_connection_selects_the_database_of_its_url() -> None:
     """`redis://host:port/N` with N > 0: the pipelined channel's handshake (SELECT) before any command."""
-    from bastion.billing.channel import RedisChannel
-
     key = f"test-select-{secrets.token_hex(4)}"
     channel = RedisChannel(REDIS_URL.rsplit("/", 1)[0] + "/3")
     other = redis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/3")

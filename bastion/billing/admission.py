@@ -158,7 +158,9 @@ class CreditAdmission:
     async def _load_key_spend(self, principal: Principal) -> None:
         window = self.periods.current(principal.budget_period)
         spent = await self.store.key_spend(principal.key_id, window.starts)
-        await self.live.load_key_spend(principal.key_id, window.id, spent, window.resets_epoch)
+        await self.live.load_key_spend(
+            principal.key_id, principal.account_id, window.id, spent, window.resets_epoch
+        )
 
     async def _reloaded(self, principal: Principal, route: Route) -> Principal:
         """The key as it is now (its settings changed on some instance since this one cached it)."""
@@ -171,7 +173,7 @@ class CreditAdmission:
 
     async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body)."""
-        now = await self.live.peek(principal.key_id, principal.rpm, principal.tpm)
+        now = await self.live.peek(principal.key_id, principal.account_id, principal.rpm, principal.tpm)
         return ratelimit_headers(principal.rpm, principal.tpm, now)
 
     def bill(self, ticket: Ticket, outcome: Outcome) -> Bill:

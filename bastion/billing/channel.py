@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any, cast
@@ -41,17 +41,39 @@ class Script:
         return Script(source, sha1(source.encode()).hexdigest())
 
 
-class RedisChannel:
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a Redis server is and what to say first (AUTH, SELECT)."""
+
+    host: str
+    port: int
+    path: str | None = None  # a unix socket
+    tls: bool = False
+    handshake: tuple[tuple[Arg, ...], ...] = ()
+
+    @staticmethod
+    def from_url(url: str) -> Endpoint:
         options = parse_url(url)
         connection_class = options.get("connection_class")
-        self._path: str | None = (
-            options.get("path") if connection_class is UnixDomainSocketConnection else None
+        return Endpoint(
+            str(options.get("host", "localhost")),
+            int(options.get("port", 6379)),
+            options.get("path") if connection_class is UnixDomainSocketConnection else None,
+            connection_class is SSLConnection,
+            tuple(_handshake(options)),
         )
-        self._host = str(options.get("host", "localhost"))
-        self._port = int(options.get("port", 6379))
-        self._tls = connection_class is SSLConnection
-        self._handshake = _handshake(options)
+
+
+Locate = Callable[[], Awaitable[tuple[str, int]]]
+
+
+class RedisChannel:
+    """`locate`, when given, names the server's address at each connection (the primary Sentinel
+    reports now)."""
+
+    def __init__(self, endpoint: Endpoint | str, timeout: float = 5.0, locate: Locate | None = None) -> None:
+        self.endpoint = Endpoint.from_url(endpoint) if isinstance(endpoint, str) else endpoint
+        self._locate = locate
         self.timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
@@ -74,12 +96,37 @@ class RedisChannel:
             return asyncio.ensure_future(self.call(command))
         return protocol.submit(hiredis.pack_command(command), self.timeout)
 
-    async def call(self, command: tuple[Arg, ...], patience: float | None = None) -> Any:
-        """One command's reply; `patience` (seconds, default `timeout`) for a command that blocks."""
+    async def call(self, command: tuple[Arg, ...], patience: float | None = None, key: str = "") -> Any:
+        """One command's reply; `patience` (seconds, default `timeout`) for a command that blocks; `key`
+        routes it on a cluster (here there is one server)."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
         return await protocol.submit(hiredis.pack_command(command), patience or self.timeout)
+
+    async def start(self) -> None:
+        """Connect now (a server that cannot be reached is said at startup)."""
+        if self._protocol is None or self._protocol.closed:
+            await self._connect()
+
+    async def submit_many(
+        self, commands: Sequence[tuple[Arg, ...]], patience: float | None = None
+    ) -> list[asyncio.Future[Any]]:
+        """Send `commands` back to back on one connection (connecting first if needed), so that they run
+        in this order with nothing between them from this channel; the futures give their replies."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        replies = [
+            protocol.submit(hiredis.pack_command(command), patience or self.timeout) for command in commands
+        ]
+        for reply in replies[:-1]:  # the caller awaits the last; a failure of the others is its failure too
+            reply.add_done_callback(_retrieve)
+        return replies
+
+    async def load_scripts(self, scripts: Sequence[Script]) -> None:
+        for script in scripts:
+            await self.call(("SCRIPT", "LOAD", script.source))
 
     async def close(self) -> None:
         if self._protocol is not None:
@@ -99,15 +146,20 @@ class RedisChannel:
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        endpoint = self.endpoint
         try:
             async with asyncio.timeout(self.timeout):
-                if self._path is not None:
-                    _, protocol = await loop.create_unix_connection(_Protocol, self._path)
+                if self._locate is not None:
+                    host, port = await self._locate()
                 else:
-                    context = ssl.create_default_context() if self._tls else None
-                    _, protocol = await loop.create_connection(_Protocol, self._host, self._port, ssl=context)
+                    host, port = endpoint.host, endpoint.port
+                if endpoint.path is not None:
+                    _, protocol = await loop.create_unix_connection(_Protocol, endpoint.path)
+                else:
+                    context = ssl.create_default_context() if endpoint.tls else None
+                    _, protocol = await loop.create_connection(_Protocol, host, port, ssl=context)
                 try:
-                    for command in self._handshake:
+                    for command in endpoint.handshake:
                         await protocol.submit(hiredis.pack_command(command), self.timeout)
                 except BaseException:
                     protocol.close()
@@ -201,7 +253,7 @@ class _Protocol(asyncio.Protocol):
                 timer.cancel()
                 if not waiter.done():
                     if isinstance(reply, hiredis.ReplyError):
-                        waiter.set_exception(_response_error(str(reply)))
+                        waiter.set_exception(self._response_error(str(reply)))
                     else:
                         waiter.set_result(reply)
                 reply = self._reader.gets()
@@ -210,6 +262,13 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"the Redis connection was lost ({exc or 'closed by the server'})"))
+
+    def _response_error(self, message: str) -> Exception:
+        if message.startswith("READONLY"):
+            # A primary demoted by a failover: this connection is done; the next one asks Sentinel again.
+            self._loop.call_soon(self._fail, _demoted(message))
+            return _demoted(message)
+        return _response_error(message)
 
     def _timed_out(self, waiter: asyncio.Future[Any], timeout: float) -> None:
         if not waiter.done():
@@ -235,3 +294,12 @@ def _response_error(message: str) -> ResponseError:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
     return ResponseError(message)
+
+
+def _demoted(message: str) -> RedisConnectionError:
+    return RedisConnectionError(f"the Redis server is a replica now, not the primary ({message})")
+
+
+def _retrieve(reply: asyncio.Future[Any]) -> None:
+    if not reply.cancelled():
+        reply.exception()

@@ -21,10 +21,10 @@ import logging
 import os
 import socket
 from abc import ABC, abstractmethod
+from typing import Any
 
 from redis.exceptions import ResponseError
 
-from bastion.billing.channel import RedisChannel
 from bastion.billing.live import RedisLive
 from bastion.billing.memory_live import MemoryLive
 from bastion.db.store import Store
@@ -105,21 +105,22 @@ class MemoryLedger(LedgerWriter):
 class RedisLedger(LedgerWriter):
     def __init__(self, store: Store, live: RedisLive, flush_seconds: float = FLUSH_SECONDS) -> None:
         super().__init__(store, flush_seconds)
-        self.redis = live.redis
         # Stream reads on a connection of their own (raw replies: no per-entry parsing by redis-py).
-        self.reads = RedisChannel(live.url)
-        self.stream = live.stream
+        self.reads = live.open_channel()
+        self.streams = live.streams  # one, or one per slot group of a cluster: this instance reads all
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.step_seconds = flush_seconds / STEPS_PER_FLUSH
         self._claimed_at = float("-inf")
 
     async def start(self) -> None:
-        await self._create_group()
-        await super().start()
+        await self.reads.start()
+        for stream in self.streams:
+            await self._create_group(stream)
+        await LedgerWriter.start(self)
 
-    async def _create_group(self) -> None:
+    async def _create_group(self, stream: str) -> None:
         try:
-            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.reads.call(("XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM"), key=stream)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -161,27 +162,37 @@ class RedisLedger(LedgerWriter):
                 return written
 
     async def _claim_abandoned(self) -> None:
-        await self.redis.xautoclaim(self.stream, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
+        claims = [
+            ("XAUTOCLAIM", stream, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", "COUNT", BATCH)
+            for stream in self.streams
+        ]
+        await asyncio.gather(*(self.reads.call(claim, key=str(claim[1])) for claim in claims))
 
     async def _consume(self, start: str) -> int:
-        command = ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH, "STREAMS", self.stream, start)
+        """One read of every stream (sent together: one write per Redis node), one database batch of
+        what they held, then their acknowledgements."""
+        answers = await asyncio.gather(*(self._read(stream, start) for stream in self.streams))
+        # An entry is [id, [b"r", record]], or [id, None] if it was deleted while pending.
+        records = [entry[1][1] for entries in answers for entry in entries if entry[1]]
+        if records:
+            await self.store.record_usage_json(records)
+        acks = []
+        for stream, entries in zip(self.streams, answers, strict=True):
+            if entries:
+                ids = [entry[0] for entry in entries]
+                acks.append(self.reads.call(("XACK", stream, GROUP, *ids), key=stream))
+                acks.append(self.reads.call(("XDEL", stream, *ids), key=stream))
+        await asyncio.gather(*acks)
+        return len(records)
+
+    async def _read(self, stream: str, start: str) -> list[Any]:
+        command = ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", BATCH, "STREAMS", stream, start)
         try:
-            answer = await self.reads.call(command)
+            answer = await self.reads.call(command, key=stream)
         except ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise
             # Redis restarted without its data: the stream (recreated by settlements) needs its group.
-            await self._create_group()
-            answer = await self.reads.call(command)
-        entries = answer[0][1] if answer else []
-        # An entry is [id, [b"r", record]], or [id, None] if it was deleted while pending.
-        ids = [entry[0] for entry in entries]
-        records = [entry[1][1] for entry in entries if entry[1]]
-        if records:
-            await self.store.record_usage_json(records)
-        if ids:
-            await asyncio.gather(
-                self.reads.call(("XACK", self.stream, GROUP, *ids)),
-                self.reads.call(("XDEL", self.stream, *ids)),
-            )
-        return len(records)
+            await self._create_group(stream)
+            answer = await self.reads.call(command, key=stream)
+        return answer[0][1] if answer else []

@@ -19,15 +19,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
-from bastion.billing.channel import RedisChannel, Script
+from bastion.billing.channel import Arg, RedisChannel, Script
+from bastion.billing.layout import KeyLayout
+from bastion.billing.redis_engines import Channel, check_mode, open_channel
+from bastion.billing.redis_target import RedisTarget, client_for, parse_redis_url
 from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
+REPLICA_WAIT_MS = 200  # behind Sentinel: how long a settlement waits for a replica to have it
 SPEND_KEPT_MS = 2 * 24 * 3600 * 1000  # a finished period's spend stays this long (for late settlements)
 T = TypeVar("T")
 
@@ -156,7 +161,7 @@ class LiveState(ABC):
         return await self.send_admit(hold, rpm)
 
     @abstractmethod
-    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
+    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
         """The key's buckets now, consuming nothing (for answers that admit nothing)."""
 
     @abstractmethod
@@ -173,11 +178,15 @@ class LiveState(ABC):
         return await self.send_settle(hold, cost_nano, tokens_used, record, period)
 
     @abstractmethod
-    async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
+    async def load_key_spend(
+        self, key_id: str, account_id: str, period: str, spent_nano: int, expires_epoch: float
+    ) -> None:
         """Give the live state a key's spend in `period`, from the ledger, unless it has it already."""
 
     @abstractmethod
-    async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
+    async def key_changed(
+        self, key_id: str, account_id: str, version: int, key_hash: str | None = None
+    ) -> None:
         """The key's settings are at `version` now: admissions under an older one reload the key (and
         the shared key cache forgets it)."""
 
@@ -190,7 +199,7 @@ class LiveState(ABC):
         """Give Redis the account's figures from the database (first use, or after a top-up)."""
 
     @abstractmethod
-    async def revoke(self, key_id: str) -> None:
+    async def revoke(self, key_id: str, account_id: str) -> None:
         """From now on every admission for this key answers REVOKED."""
 
     @abstractmethod
@@ -199,15 +208,20 @@ class LiveState(ABC):
 
 
 class RedisLive(LiveState):
-    """The scripts run on `channel` (the hot path's pipelined connection); `redis` (redis-py) serves the
-    rest: the ledger stream, the shared key cache, revocation markers, readiness."""
+    """The scripts run on `channel` (the hot path's pipelined connection, or one per master of a
+    cluster); `redis` (redis-py's client for the same target) serves the rest: the shared key cache,
+    revocation markers, balances, readiness. Key names: `layout.py`."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
-        self.redis = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
-        self.channel = RedisChannel(url)
+    def __init__(self, target: RedisTarget | str, prefix: str) -> None:
+        self.target = parse_redis_url(target) if isinstance(target, str) else target
+        self.layout = KeyLayout(prefix, self.target.tagged)
+        self.redis = client_for(self.target)
+        self.channel = self.open_channel()
         self.prefix = prefix
-        self.stream = f"{prefix}ledger"
+        self.streams = self.layout.streams
+        # Behind Sentinel a settlement counts as kept once a replica has it (a failover keeps it);
+        # otherwise its record also goes straight to the database.
+        self.replicated = self.target.mode == "sentinel"
         scripts = resources.files("bastion.billing")
         buckets = scripts.joinpath("buckets.lua").read_text()
 
@@ -221,31 +235,32 @@ class RedisLive(LiveState):
         self._load = script("load_account.lua", prelude="")
         self._load_spend = script("load_key_spend.lua", prelude="")
 
+    def open_channel(self) -> Channel:
+        """A channel of its own to this target (the ledger reads on one)."""
+        return open_channel(self.target)
+
     async def start(self) -> None:
-        await self.redis.ping()
-        for script in (self._admit, self._settle, self._load, self._peek, self._status, self._load_spend):
-            await self.channel.call(("SCRIPT", "LOAD", script.source))
+        await self.channel.start()
+        await check_mode(self.target, self.redis)
+        scripts = (self._admit, self._settle, self._load, self._peek, self._status, self._load_spend)
+        await self.channel.load_scripts(scripts)
 
     async def close(self) -> None:
         await self.channel.close()
         await self.redis.aclose()
 
-    def _keys(self, hold: Reservation) -> list[str]:
-        p = self.prefix
-        return [f"{p}bucket:{hold.key_id}", f"{p}account:{hold.account_id}", f"{p}holds:{hold.account_id}"]
-
-    def _key_keys(self, key_id: str, period: str) -> list[str]:
-        """The key's spend in `period`, its holds, its requests in flight."""
-        p = self.prefix
-        return [f"{p}kspend:{key_id}:{period}", f"{p}kheld:{key_id}", f"{p}inflight:{key_id}"]
-
     def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
-        p, key_id = self.prefix, hold.key_id
+        layout, key_id = self.layout, hold.key_id
+        head = layout.head(hold.account_id)
         keys = [
-            *self._keys(hold),
-            f"{p}revoked:{key_id}",
-            f"{p}keyver:{key_id}",
-            *self._key_keys(key_id, hold.period),
+            layout.bucket(head, key_id),
+            layout.account(head, hold.account_id),
+            layout.holds(head, hold.account_id),
+            layout.revoked(head, key_id),
+            layout.key_version(head, key_id),
+            layout.key_spend(head, key_id, hold.period),
+            layout.key_holds(head, key_id),
+            layout.in_flight(head, key_id),
         ]
         budget = -1 if hold.budget_nano is None else hold.budget_nano
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
@@ -253,30 +268,68 @@ class RedisLive(LiveState):
         call = self.channel.submit_script(self._admit, keys, args)
         return PendingAdmission(call.reply, _reply_admits, _admit_result(call))
 
-    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
-        answer = await self.channel.evalsha(self._peek, [f"{self.prefix}bucket:{key_id}"], [rpm, tpm])
-        return AdmitResult(*answer)
+    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
+        bucket = self.layout.bucket(self.layout.head(account_id), key_id)
+        return AdmitResult(*await self.channel.evalsha(self._peek, [bucket], [rpm, tpm]))
 
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
     ) -> Awaitable[int]:
-        keys = [*self._keys(hold), self.stream, *self._key_keys(hold.key_id, period)]
+        layout, key_id = self.layout, hold.key_id
+        head = layout.head(hold.account_id)
+        keys = [
+            layout.bucket(head, key_id),
+            layout.account(head, hold.account_id),
+            layout.holds(head, hold.account_id),
+            layout.stream(hold.account_id),
+            layout.key_spend(head, key_id, period),
+            layout.key_holds(head, key_id),
+            layout.in_flight(head, key_id),
+        ]
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
+        if self.replicated:
+            return asyncio.ensure_future(self._settle_replicated(keys, args))
         return self.channel.submit_script(self._settle, keys, args)
 
-    async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
+    async def _settle_replicated(self, keys: list[str], args: list[Arg]) -> int:
+        channel = cast(RedisChannel, self.channel)
+        command = ("EVALSHA", self._settle.sha, len(keys), *keys, *args)
+        settled, kept = await channel.submit_many((command, ("WAIT", 1, REPLICA_WAIT_MS)))
+        try:
+            balance = await settled
+        except NoScriptError:
+            balance = await channel.call(("EVAL", self._settle.source, *command[2:]))
+            kept = asyncio.ensure_future(channel.call(("WAIT", 1, REPLICA_WAIT_MS)))
+        if await kept < 1:
+            raise Unreplicated("no replica acknowledged the settlement")
+        return int(balance)
+
+    async def load_key_spend(
+        self, key_id: str, account_id: str, period: str, spent_nano: int, expires_epoch: float
+    ) -> None:
         expiry_ms = 0 if expires_epoch == float("inf") else int(expires_epoch * 1000) + SPEND_KEPT_MS
-        keys = [self._key_keys(key_id, period)[0]]
+        keys = [self.layout.key_spend(self.layout.head(account_id), key_id, period)]
         await self.channel.evalsha(self._load_spend, keys, [spent_nano, expiry_ms])
 
-    async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
-        await self.redis.set(f"{self.prefix}keyver:{key_id}", str(version).encode())
+    async def key_changed(
+        self, key_id: str, account_id: str, version: int, key_hash: str | None = None
+    ) -> None:
+        await self.redis.set(
+            self.layout.key_version(self.layout.head(account_id), key_id), str(version).encode()
+        )
         if key_hash is not None:
-            await self.redis.delete(f"{self.prefix}key:{key_hash}")
+            await self.redis.delete(self.layout.key_cache(key_hash))
 
     async def key_status(self, key_id: str, account_id: str, period: str, rpm: int, tpm: int) -> KeyStatus:
-        p = self.prefix
-        keys = [f"{p}bucket:{key_id}", f"{p}account:{account_id}", *self._key_keys(key_id, period)]
+        layout = self.layout
+        head = layout.head(account_id)
+        keys = [
+            layout.bucket(head, key_id),
+            layout.account(head, account_id),
+            layout.key_spend(head, key_id, period),
+            layout.key_holds(head, key_id),
+            layout.in_flight(head, key_id),
+        ]
         reply = await self.channel.evalsha(self._status, keys, [rpm, tpm])
         buckets = AdmitResult(*reply[:8])
         available = reply[6] if reply[8] else None
@@ -284,19 +337,23 @@ class RedisLive(LiveState):
         return KeyStatus(buckets, available, spent, reply[11], reply[12])
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
-        keys = [f"{self.prefix}account:{account_id}"]
+        keys = [self.layout.account(self.layout.head(account_id), account_id)]
         await self.channel.evalsha(self._load, keys, [state.credits_nano, state.version, state.usage_nano])
 
-    async def revoke(self, key_id: str) -> None:
-        await self.redis.set(f"{self.prefix}revoked:{key_id}", b"1")
+    async def revoke(self, key_id: str, account_id: str) -> None:
+        await self.redis.set(self.layout.revoked(self.layout.head(account_id), key_id), b"1")
 
     async def balance(self, account_id: str) -> LiveBalance | None:
-        credit, spent, reserved = await self.redis.hmget(
-            f"{self.prefix}account:{account_id}", "credit", "spent", "reserved"
-        )
+        name = self.layout.account(self.layout.head(account_id), account_id)
+        credit, spent, reserved = await self.redis.hmget(name, "credit", "spent", "reserved")
         if credit is None:
             return None
         return LiveBalance(int(credit) - int(spent or 0), int(reserved or 0))
+
+
+class Unreplicated(RedisConnectionError):
+    """Settled on the primary, but no replica has it yet: a failover now could lose it, so its record
+    is written to the database as well (idempotent by request id)."""
 
 
 async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:

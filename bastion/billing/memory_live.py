@@ -156,7 +156,7 @@ class MemoryLive(LiveState):
         available -= hold.nano
         return answer(ADMITTED, 0)
 
-    async def peek(self, key_id: str, rpm: int, tpm: int) -> AdmitResult:
+    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
         now = time.monotonic() * 1000
         bucket = self._bucket(key_id, rpm, tpm, now)
         bucket.refill_requests(rpm, now)
@@ -201,12 +201,16 @@ class MemoryLive(LiveState):
         elif state.version > account.version:
             account.credit, account.version = state.credits_nano, state.version
 
-    async def load_key_spend(self, key_id: str, period: str, spent_nano: int, expires_epoch: float) -> None:
+    async def load_key_spend(
+        self, key_id: str, account_id: str, period: str, spent_nano: int, expires_epoch: float
+    ) -> None:
         known = self._spent.get(key_id)
         if known is None or known[0] != period:  # a new period replaces the one before
             self._spent[key_id] = (period, spent_nano)
 
-    async def key_changed(self, key_id: str, version: int, key_hash: str | None = None) -> None:
+    async def key_changed(
+        self, key_id: str, account_id: str, version: int, key_hash: str | None = None
+    ) -> None:
         self._versions[key_id] = max(version, self._versions.get(key_id, 0))
 
     async def key_status(self, key_id: str, account_id: str, period: str, rpm: int, tpm: int) -> KeyStatus:
@@ -220,11 +224,10 @@ class MemoryLive(LiveState):
         holds.expire(now)
         known = self._spent.get(key_id)
         spent = known[1] if known is not None and known[0] == period else None
-        return KeyStatus(
-            await self.peek(key_id, rpm, tpm), available, spent, holds.reserved, len(holds.members)
-        )
+        buckets = await self.peek(key_id, account_id, rpm, tpm)
+        return KeyStatus(buckets, available, spent, holds.reserved, len(holds.members))
 
-    async def revoke(self, key_id: str) -> None:
+    async def revoke(self, key_id: str, account_id: str) -> None:
         self._revoked.add(key_id)
 
     async def balance(self, account_id: str) -> LiveBalance | None:

@@ -77,9 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
         if not settings.demo and not Path(settings.config).exists():
             hint = " (copy bastion.example.yaml to bastion.yaml, or run `bastion serve --demo`)"
         return fail(f"config error: {exc}{hint}")
-    schema_problem = asyncio.run(_schema_problem(settings))
-    if schema_problem:
-        return fail(schema_problem)
+    problem = asyncio.run(_redis_problem(settings)) or asyncio.run(_schema_problem(settings))
+    if problem:
+        return fail(problem)
     if settings.demo:
         if not is_sqlite(settings.database_url):
             return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
@@ -150,6 +150,31 @@ async def _schema_problem(settings: Settings) -> str | None:
         return f"cannot reach the database: {exc}"
     finally:
         await store.close()
+    return None
+
+
+async def _redis_problem(settings: Settings) -> str | None:
+    """None if BASTION_REDIS_URL (when set) leads to a Redis Bastion can use, else what is wrong."""
+    if not settings.redis_url:
+        return None
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from bastion.billing.live import RedisLive
+    from bastion.billing.redis_target import RedisSetupError
+
+    try:
+        live = RedisLive(settings.redis_url, settings.redis_prefix)
+    except ValueError as exc:
+        return f"BASTION_REDIS_URL: {exc}"
+    try:
+        await live.start()
+    except RedisSetupError as exc:
+        return str(exc)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return f"cannot reach {live.target.describe()}: {exc}"
+    finally:
+        await live.close()
     return None
 
 

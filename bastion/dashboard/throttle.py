@@ -7,6 +7,7 @@ with its window); without it they are kept in this process, which is then the on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -72,10 +73,9 @@ class MemoryThrottle:
         self._counts.pop(f"e:{_email_key(email)}", None)
 
 
+# One counter per call: the email's and the address's may live in different slots of a Redis Cluster.
 _FAIL = """
-for i, name in ipairs(KEYS) do
-  if redis.call('INCR', name) == 1 then redis.call('EXPIRE', name, ARGV[1]) end
-end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
 
@@ -103,7 +103,8 @@ class RedisThrottle:
         return max(waits)
 
     async def failed(self, email: str, address: str) -> None:
-        await self._fail(keys=list(self._names(email, address)), args=[self.limits.window_seconds])
+        window = [self.limits.window_seconds]
+        await asyncio.gather(*(self._fail(keys=[name], args=window) for name in self._names(email, address)))
 
     async def succeeded(self, email: str) -> None:
         await self.redis.delete(self._names(email, "")[0])

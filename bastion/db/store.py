@@ -243,11 +243,13 @@ class Store:
             record(session, actor, "key.update", key.account_id, f"{key.name} ({key.prefix})", **changed)
         return key_view(key), key.key_hash
 
-    async def keys_changed_since(self, since: datetime) -> list[tuple[str, int]]:
-        """(id, version) of keys whose settings changed at or after `since` (the sync poll)."""
+    async def keys_changed_since(self, since: datetime) -> list[tuple[str, str, int]]:
+        """(id, account id, version) of keys whose settings changed at or after `since` (the sync poll)."""
         async with self._sessions() as session:
-            rows = await session.execute(select(ApiKey.id, ApiKey.version).where(ApiKey.updated_at >= since))
-            return [(key_id, int(version)) for key_id, version in rows]
+            rows = await session.execute(
+                select(ApiKey.id, ApiKey.account_id, ApiKey.version).where(ApiKey.updated_at >= since)
+            )
+            return [(key_id, account_id, int(version)) for key_id, account_id, version in rows]
 
     async def key_spend(self, key_id: str, since: datetime | None) -> int:
         """What a key's requests cost since `since` (all of them: None), exactly: the daily rollups for
@@ -299,10 +301,12 @@ class Store:
             key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
             return key_view(key) if key is not None else None
 
-    async def revoked_since(self, since: datetime) -> list[str]:
-        """Ids of keys revoked at or after `since` (the revocation poll)."""
+    async def revoked_since(self, since: datetime) -> list[tuple[str, str]]:
+        """(id, account id) of keys revoked at or after `since` (the revocation poll)."""
         async with self._sessions() as session:
-            return list(await session.scalars(select(ApiKey.id).where(ApiKey.revoked_at >= since)))
+            query = select(ApiKey.id, ApiKey.account_id).where(ApiKey.revoked_at >= since)
+            rows = await session.execute(query)
+            return [(key_id, account_id) for key_id, account_id in rows]
 
     # --------------------------------------------------------------------- usage
     async def record_usage(self, rows: Iterable[UsageRow]) -> int:
