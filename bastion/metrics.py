@@ -70,6 +70,11 @@ BREAKER_OPEN = Gauge(
     ["deployment"],
     multiprocess_mode="max",
 )
+REDIS_REDIRECTS = Counter(
+    "bastion_redis_redirects_total",
+    "Redis Cluster replies followed instead of surfaced: moved, ask, tryagain, clusterdown, noscript.",
+    ["reply"],
+)
 
 _REFUSALS = {"rate_limit_exceeded": "rate_limited", "insufficient_funds": "insufficient_funds"}
 FLUSH_SECONDS = 1.0

@@ -23,6 +23,7 @@ from bastion.billing.live import (
     KeyStatus,
     LiveState,
     Reservation,
+    Unreplicated,
     reservation,
 )
 from bastion.billing.meters import Meter
@@ -50,6 +51,7 @@ class CreditAdmission:
         self.default_max_output_tokens = default_max_output_tokens
         self.periods = periods or Periods()
         self.reload_key = reload_key  # the authenticator's: a key whose settings changed, read again
+        self._unreplicated_said = float("-inf")
 
     def begin(
         self,
@@ -212,6 +214,12 @@ class CreditAdmission:
         record = settlement.record
         try:
             await settlement.sent
+        except Unreplicated:
+            # Charged on the primary, but a failover now could lose it: the database gets it too.
+            if time.monotonic() >= self._unreplicated_said + 60:
+                self._unreplicated_said = time.monotonic()
+                log.warning("no Redis replica acknowledges settlements: their records go to the database too")
+            await self.store.record_usage([record])
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # The answer is served: its usage must not be lost with Redis. Written straight to the
             # database; the reservation in Redis, if Redis kept it, expires with its TTL.

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bastion.billing.channel import Arg, Endpoint, RedisChannel, Script
 from bastion.billing.layout import SLOTS
 from bastion.billing.redis_target import RedisSetupError, RedisTarget
+from bastion.metrics import REDIS_REDIRECTS
 
 log = logging.getLogger("bastion.redis")
 
@@ -121,6 +122,8 @@ class ClusterChannel:
         while True:
             asking = False
             message = str(error) if error is not None else ""
+            if error is not None:
+                REDIS_REDIRECTS.labels(_reply_kind(error)).inc()
             if message.startswith(("MOVED ", "ASK ")):
                 kind, slot, address = message.split()[:3]
                 node = self._node(_parse_address(address, self._seeds[0][0]))
@@ -245,6 +248,10 @@ class ClusterScriptCall:
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.reply.__await__()
+
+
+def _reply_kind(error: ResponseError) -> str:
+    return "noscript" if isinstance(error, NoScriptError) else str(error).split(" ", 1)[0].lower()
 
 
 def _followed(error: ResponseError, script: Script | None) -> bool:

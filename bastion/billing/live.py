@@ -32,7 +32,7 @@ from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
-REPLICA_WAIT_MS = 200  # behind Sentinel: how long a settlement waits for a replica to have it
+REPLICA_WAIT_MS = 100  # behind Sentinel: how long a settlement waits for a replica to have it
 SPEND_KEPT_MS = 2 * 24 * 3600 * 1000  # a finished period's spend stays this long (for late settlements)
 T = TypeVar("T")
 

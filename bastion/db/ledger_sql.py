@@ -13,6 +13,7 @@ BEGIN / pre-ping / COMMIT ~1 ms per batch, all of it on the event loop that serv
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import MISSING, fields
 from datetime import UTC, date, datetime
@@ -65,14 +66,23 @@ _INSERT_AND_CHARGE = f"""
 
 
 class PostgresBatches:
-    """The PostgreSQL batch writer, on one pooled connection it keeps checked out (asyncpg's own)."""
+    """The PostgreSQL batch writer, on one pooled connection it keeps checked out (asyncpg's own).
+
+    Writes take turns: besides the ledger writer, a settlement that could not reach Redis (or that no
+    replica acknowledged) writes its record here, and one asyncpg connection runs one statement at a
+    time."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._connection: AsyncConnection | None = None
         self._driver: Any = None
+        self._turn = asyncio.Lock()
 
     async def write(self, records: list[bytes]) -> int:
+        async with self._turn:
+            return await self._write(records)
+
+    async def _write(self, records: list[bytes]) -> int:
         if self._driver is None:
             connection = await self.engine.connect()
             try:
