@@ -292,6 +292,20 @@ def test_the_layout_spreads_slot_groups_over_the_slots() -> None:
     assert KeyLayout("bastion:", tagged=False).account("bastion:", "a") == "bastion:account:a"
     with pytest.raises(ValueError, match="may not contain"):
         KeyLayout("bastion:{x}:", tagged=True)
+    # The scripts' key lists (built in one go on the hot path) name the same keys, in the scripts' order.
+    for tagged in (False, True):
+        layout = KeyLayout("p:", tagged)
+        h = layout.head("acct-9")
+        assert layout.admit_keys("acct-9", "k", "d1") == [
+            *(layout.bucket(h, "k"), layout.account(h, "acct-9"), layout.holds(h, "acct-9")),
+            *(layout.revoked(h, "k"), layout.key_version(h, "k"), layout.key_spend(h, "k", "d1")),
+            *(layout.key_holds(h, "k"), layout.in_flight(h, "k")),
+        ]
+        assert layout.settle_keys("acct-9", "k", "d1") == [
+            *(layout.bucket(h, "k"), layout.account(h, "acct-9"), layout.holds(h, "acct-9")),
+            *(layout.stream("acct-9"), layout.key_spend(h, "k", "d1")),
+            *(layout.key_holds(h, "k"), layout.in_flight(h, "k")),
+        ]
 
 
 async def test_a_warm_key_costs_two_round_trips_on_the_cluster(

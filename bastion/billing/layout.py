@@ -60,6 +60,36 @@ class KeyLayout:
     def stream(self, account_id: str) -> str:
         return self.streams[shard_of(account_id)] if self.tagged else self.streams[0]
 
+    # The hot path's two scripts: their keys in their order, built in one go (a call per name cost
+    # ~0.6 us more per request).
+    def admit_keys(self, account_id: str, key_id: str, period: str) -> list[str]:
+        """admit.lua's KEYS."""
+        h = self._heads[zlib.crc32(account_id.encode()) % SHARDS] if self.tagged else self.prefix
+        return [
+            f"{h}bucket:{key_id}",
+            f"{h}account:{account_id}",
+            f"{h}holds:{account_id}",
+            f"{h}revoked:{key_id}",
+            f"{h}keyver:{key_id}",
+            f"{h}kspend:{key_id}:{period}",
+            f"{h}kheld:{key_id}",
+            f"{h}inflight:{key_id}",
+        ]
+
+    def settle_keys(self, account_id: str, key_id: str, period: str) -> list[str]:
+        """settle.lua's KEYS."""
+        shard = zlib.crc32(account_id.encode()) % SHARDS if self.tagged else 0
+        h = self._heads[shard]
+        return [
+            f"{h}bucket:{key_id}",
+            f"{h}account:{account_id}",
+            f"{h}holds:{account_id}",
+            self.streams[shard],
+            f"{h}kspend:{key_id}:{period}",
+            f"{h}kheld:{key_id}",
+            f"{h}inflight:{key_id}",
+        ]
+
     # The names below take `head` (from `head(account_id)`, computed once per operation).
     @staticmethod
     def account(head: str, account_id: str) -> str:

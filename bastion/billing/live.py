@@ -250,18 +250,7 @@ class RedisLive(LiveState):
         await self.redis.aclose()
 
     def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
-        layout, key_id = self.layout, hold.key_id
-        head = layout.head(hold.account_id)
-        keys = [
-            layout.bucket(head, key_id),
-            layout.account(head, hold.account_id),
-            layout.holds(head, hold.account_id),
-            layout.revoked(head, key_id),
-            layout.key_version(head, key_id),
-            layout.key_spend(head, key_id, hold.period),
-            layout.key_holds(head, key_id),
-            layout.in_flight(head, key_id),
-        ]
+        keys = self.layout.admit_keys(hold.account_id, hold.key_id, hold.period)
         budget = -1 if hold.budget_nano is None else hold.budget_nano
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
         args += [hold.version, budget, hold.max_parallel or 0]
@@ -275,17 +264,7 @@ class RedisLive(LiveState):
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
     ) -> Awaitable[int]:
-        layout, key_id = self.layout, hold.key_id
-        head = layout.head(hold.account_id)
-        keys = [
-            layout.bucket(head, key_id),
-            layout.account(head, hold.account_id),
-            layout.holds(head, hold.account_id),
-            layout.stream(hold.account_id),
-            layout.key_spend(head, key_id, period),
-            layout.key_holds(head, key_id),
-            layout.in_flight(head, key_id),
-        ]
+        keys = self.layout.settle_keys(hold.account_id, hold.key_id, period)
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
         if self.replicated:
             return asyncio.ensure_future(self._settle_replicated(keys, args))
