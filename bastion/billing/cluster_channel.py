@@ -81,6 +81,9 @@ class ClusterChannel:
     ) -> None:
         if answer.done():
             return
+        if reply.cancelled():
+            answer.cancel()
+            return
         error = reply.exception()
         if error is None:
             answer.set_result(reply.result())
