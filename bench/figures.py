@@ -17,14 +17,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import redis
 import uvloop
 
 from bench import dashboard as dashboard_bench
 from bench import gateway as gw
-from bench import rawstream
+from bench import rawstream, wrk
 from bench.payloads import chat_body
 from bench.procs import cpu_seconds, rss_bytes
-from bench.suite import CHAT, Suite, log, median
+from bench.suite import CHAT, CLUSTER_LOADS, Suite, log, median
 
 
 def rss_of(gateway: gw.Gateway) -> int:
@@ -109,6 +110,73 @@ def ttft(suite: Suite, gateway: gw.Gateway) -> None:
             f"bastion {through:.2f} ms, added {through - direct:.2f} ms"
         )
     suite.results.figures["ttft"] = figures
+
+
+def _single_redis_pids() -> list[int]:
+    """The shared Redis server's process (for its CPU time), when it says which it is."""
+    try:
+        client = redis.Redis.from_url(gw.REDIS_URL, socket_timeout=2)
+        try:
+            return [int(client.info("server")["process_id"])]
+        finally:
+            client.close()
+    except (redis.RedisError, KeyError, ValueError):
+        return []
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def redis_cluster(suite: Suite) -> None:
+    """JSON at c=1 and c=32 and SSE at c=32 through two fresh 1-worker gateways, one on the single Redis
+    and one on a 3-master Redis Cluster started here, their runs interleaved (Redis, cluster, cluster,
+    Redis, ...); medians of the rounds. Same database, key prefix and key: on the cluster the account's
+    scripts go to the master owning its slot group, and the ledger reads all 16 streams on every master."""
+    log("Redis Cluster: the same loads through a gateway on one Redis and one on a 3-master cluster")
+    cluster = suite.start_cluster()
+    single = suite.start_gateway(1, name="redis")
+    other = suite.start_gateway(1, redis_url=cluster.url, name="cluster")
+    for name, gateway in (("redis", single), ("cluster", other)):
+        for kind in ("json", "sse"):
+            suite.wrk(f"warmup bastion {name} {kind}", gateway.root + CHAT, kind, 8, suite.plan.warmup_s)
+    sides = {"redis": (single, _single_redis_pids()), "cluster": (other, cluster.pids)}
+    figures: dict[str, Any] = {"masters": len(cluster.ports), "redis": {}, "cluster": {}}
+    duration = suite.plan.cluster_duration_s
+    for kind, connections in CLUSTER_LOADS:
+        load = f"{kind}_c{connections}"
+        runs: dict[str, list[tuple[wrk.WrkResult, float, float]]] = {name: [] for name in sides}
+        for round_ in range(suite.plan.rounds):
+            for name in sides if round_ % 2 == 0 else reversed(sides):
+                gateway, redis_pids = sides[name]
+                before, redis_before = cpu_seconds(gateway.pid), _cpu(redis_pids)
+                label = f"r{round_} bastion {name} {kind} c={connections}"
+                result = suite.wrk(label, gateway.root + CHAT, kind, connections, duration)
+                cpu = (cpu_seconds(gateway.pid) - before) / result.requests * 1000
+                redis_cpu = (_cpu(redis_pids) - redis_before) / result.requests * 1000
+                runs[name].append((result, cpu, redis_cpu if redis_pids else math.nan))
+        for name, found in runs.items():
+            figures[name][load] = {
+                "rps": median([r.rps for r, _, _ in found]),
+                "p50_ms": median([r.p50_ms for r, _, _ in found]),
+                "p99_ms": median([r.p99_ms for r, _, _ in found]),
+                "cpu_ms_per_request": median([cpu for _, cpu, _ in found]),
+                "redis_cpu_ms_per_request": median([cpu for _, _, cpu in found]),
+            }
+        alone, spread = figures["redis"][load], figures["cluster"][load]
+        log(
+            f"  {kind} c={connections}: Redis {alone['rps']:.0f} req/s p50 {alone['p50_ms']:.3f} ms, "
+            f"cluster {spread['rps']:.0f} req/s p50 {spread['p50_ms']:.3f} ms "
+            f"({(spread['rps'] / alone['rps'] - 1) * 100:+.1f} % req/s)"
+        )
+    # The account's state, its key's and its group's ledger stream: proof the gateway ran on the cluster.
+    figures["keys_on_cluster"] = cluster.keys()
+    if not figures["keys_on_cluster"]:
+        raise RuntimeError("the gateway on the Redis Cluster left no key there: it did not use it")
+    suite.stop_gateway(other)
+    suite.stop_gateway(single)
+    suite.stop_cluster()
+    suite.results.figures["cluster"] = figures
 
 
 class Holder:

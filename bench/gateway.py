@@ -36,14 +36,16 @@ class Backing:
     created_database: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH of another tree
 
-    def env(self, workers: int) -> dict[str, str]:
+    def env(self, workers: int, redis_url: str = REDIS_URL, name: str = "") -> dict[str, str]:
+        """`redis_url`: another Redis than the shared one (the Redis Cluster run); `name`: the gateway's
+        own metrics directory when two run at once with as many workers."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
         return (
             inherited
             | self.extra_env
             | {
                 "BASTION_DATABASE_URL": f"{POSTGRES}/{self.database}",
-                "BASTION_REDIS_URL": REDIS_URL,
+                "BASTION_REDIS_URL": redis_url,
                 "BASTION_REDIS_PREFIX": self.redis_prefix,
                 "BASTION_CONFIG": str(self.config),
                 "BASTION_LOG_LEVEL": "info",  # production shape: one access line per request
@@ -52,7 +54,7 @@ class Backing:
                 "BASTION_KEEPALIVE_SECONDS": "600",
                 "BASTION_WORKERS": str(workers),
                 # Multi-worker metrics go here (removed with the workdir), not to a stray /tmp directory.
-                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-w{workers}"),
+                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-{name or f'w{workers}'}"),
             }
         )
 
@@ -117,11 +119,14 @@ def psql(sql: str) -> None:
 
 
 def bastion(backing: Backing, *args: str) -> str:
+    env = backing.env(workers=1)
+    # The directory must exist: a CLI command that imports the metrics module writes its files there.
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "bastion", *args],
         capture_output=True,
         text=True,
-        env=backing.env(workers=1),
+        env=env,
         timeout=120,
         # Not this tree's directory: `-m` puts the working directory ahead of PYTHONPATH, and a
         # backing for another tree (bench.compare) must migrate with that tree's migrations.
@@ -167,16 +172,19 @@ def provision(backing: Backing) -> None:
     backing.key = str(created["key"])
 
 
-def start_gateway(backing: Backing, workers: int) -> Gateway:
+def start_gateway(backing: Backing, workers: int, redis_url: str = REDIS_URL, name: str = "") -> Gateway:
+    """`bastion serve` on a free port, answering /healthz; `name` (default `w<workers>`) names its log
+    and metrics directory, `redis_url` the Redis it uses (the database, prefix and key stay the same)."""
     port = free_port()
-    log = backing.workdir / f"bastion-w{workers}.log"
-    (backing.workdir / f"metrics-w{workers}").mkdir(exist_ok=True)
+    name = name or f"w{workers}"
+    log = backing.workdir / f"bastion-{name}.log"
+    (backing.workdir / f"metrics-{name}").mkdir(exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--workers", str(workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=backing.env(workers),
+            env=backing.env(workers, redis_url, name),
             cwd=backing.workdir,
             start_new_session=True,
         )

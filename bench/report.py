@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import dashboard_report
-from bench.suite import Results
+from bench.suite import CLUSTER_LOADS, Results
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,37 @@ def throughput_rows(f: dict[str, Any]) -> list[Row]:
                     None,
                 )
             )
+    return out
+
+
+CLUSTER_SIDES = {"redis": "Bastion (Redis)", "cluster": "Bastion (Redis Cluster)"}
+
+
+def cluster_rows(f: dict[str, Any]) -> list[Row]:
+    """The Redis Cluster run (bench/figures.py redis_cluster): each load through the gateway on one
+    Redis and through the one on a 3-master cluster, a row each, the cluster's change beside it."""
+    found = f.get("cluster")
+    if not found:
+        return []
+    out = []
+    for kind, connections in CLUSTER_LOADS:
+        load = f"{kind}_c{connections}"
+        single = found["redis"].get(load, {})
+        for side, title in CLUSTER_SIDES.items():
+            figures = found[side].get(load, {})
+            rps = figures.get("rps", math.nan)
+            value = (
+                f"p50 / p99 {_n(figures.get('p50_ms'), 3)} / {_n(figures.get('p99_ms'), 3)} ms, "
+                f"CPU {_n(figures.get('cpu_ms_per_request'), 3)} ms/request"
+            )
+            redis_cpu = figures.get("redis_cpu_ms_per_request", math.nan)
+            if not math.isnan(redis_cpu):
+                value += f" (Redis {_n(redis_cpu, 3)})"
+            base = single.get("rps", math.nan)
+            if side != "redis" and base and not math.isnan(base) and not math.isnan(rps):
+                value += f"; {(rps / base - 1) * 100:+.1f} % req/s vs Redis"
+            name = "JSON req/s" if kind == "json" else "streams/s"
+            out.append(Row(f"{name} @ c={connections}, 1 worker, {title}", "", _n(rps, 0), value, "", None))
     return out
 
 
@@ -215,6 +246,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     return [
         *latency_rows(figures),
         *throughput_rows(figures),
+        *cluster_rows(figures),
         *stream_rows(figures),
         *leak_rows(figures),
         *dashboard_rows(figures),
@@ -282,6 +314,14 @@ def markdown(results: Results) -> str:
     for row in rows(results.figures):
         cells = [row.figure, row.direct, row.bastion, row.value, row.target, status[row.met]]
         lines.append("| " + " | ".join(cells) + " |")
+    if "cluster" in results.figures:
+        lines += [
+            "",
+            "Bastion (Redis) / Bastion (Redis Cluster): two fresh 1-worker gateways, one on the Redis at "
+            f"127.0.0.1:6379, one on a {results.figures['cluster'].get('masters', 3)}-master Redis Cluster "
+            "the benchmark starts (bench/redis_cluster.py), same database and key, their runs interleaved; "
+            "Redis CPU is the Redis servers' CPU time per request.",
+        ]
     lines += scaling_lines(results.figures)
     lines += probe_lines(results.figures)
     if "dashboard" in results.figures:

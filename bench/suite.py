@@ -18,9 +18,11 @@ from bench import gateway as gw
 from bench import wrk
 from bench.dashboard import Settings as DashboardSettings
 from bench.probe import probe
+from bench.redis_cluster import RedisCluster
 from bench.upstreams import Upstream, start_nginx, start_paced, start_relay
 
 CHAT = "/v1/chat/completions"
+CLUSTER_LOADS = (("json", 1), ("json", 32), ("sse", 32))  # the Redis Cluster run's: c1's and c32's
 LOG_TAIL_BYTES = 1 << 20  # of each log kept with the results (a full run's access log is ~300 MB)
 
 
@@ -35,13 +37,14 @@ class Plan:
     idle_connections: int
     scaling_streams: int
     dashboard: DashboardSettings  # records seeded, requests per page
+    cluster_duration_s: float  # of each wrk run of the Redis Cluster step (2 sides x 3 loads a round)
 
     @staticmethod
     def for_mode(quick: bool) -> Plan:
         dashboard = DashboardSettings.for_mode(quick)
         if quick:
-            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200, dashboard)
-        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000, dashboard)
+            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200, dashboard, 1)
+        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000, dashboard, 5)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Suite:
         self.relay: Upstream | None = None  # a bare TCP relay in front of the paced server
         self.backing: gw.Backing | None = None
         self.gateways: list[gw.Gateway] = []
+        self.cluster: RedisCluster | None = None  # the Redis Cluster run's, while it runs
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -118,6 +122,9 @@ class Suite:
             except Exception as exc:
                 problems.append(f"stopping bastion: {exc}")
         self.gateways.clear()
+        if self.cluster is not None:
+            problems += self.cluster.stop()  # its data (the gateway's keys there) goes with it
+            self.cluster = None
         for upstream in (self.relay, self.paced, self.nginx):
             if upstream is not None:
                 try:
@@ -130,21 +137,40 @@ class Suite:
             keep_logs.mkdir(parents=True, exist_ok=True)
             for log_file in [*self.workdir.glob("*.log"), *self.workdir.glob("nginx/*.log")]:
                 _copy_tail(log_file, keep_logs / log_file.name)
+            for log_file in self.workdir.glob("redis-cluster/*.log"):
+                _copy_tail(log_file, keep_logs / f"cluster-{log_file.name}")
             for log_file in self.workdir.glob("dashboard/*/*.log"):  # the dashboard step's gateways
                 _copy_tail(log_file, keep_logs / f"dashboard-{log_file.parent.name}-{log_file.name}")
         shutil.rmtree(self.workdir, ignore_errors=True)
         return problems
 
-    def start_gateway(self, workers: int) -> gw.Gateway:
+    def start_gateway(self, workers: int, redis_url: str = gw.REDIS_URL, name: str = "") -> gw.Gateway:
         assert self.backing is not None
-        gateway = gw.start_gateway(self.backing, workers)
+        gateway = gw.start_gateway(self.backing, workers, redis_url, name)
         self.gateways.append(gateway)
-        log(f"bastion with {workers} worker(s) on :{gateway.port} (pid {gateway.pid})")
+        on = "" if redis_url == gw.REDIS_URL else f" on {redis_url}"
+        log(f"bastion with {workers} worker(s) on :{gateway.port} (pid {gateway.pid}){on}")
         return gateway
 
     def stop_gateway(self, gateway: gw.Gateway) -> None:
         gateway.stop()
         self.gateways.remove(gateway)
+
+    def start_cluster(self) -> RedisCluster:
+        """A 3-master Redis Cluster on free ports (bench/redis_cluster.py), stopped by cleanup() at the
+        latest."""
+        started = time.monotonic()
+        self.cluster = RedisCluster(self.workdir / "redis-cluster")
+        self.cluster.start()
+        took = time.monotonic() - started
+        log(f"redis cluster of {len(self.cluster.ports)} masters, {self.cluster.url} ({took:.1f} s)")
+        return self.cluster
+
+    def stop_cluster(self) -> None:
+        if self.cluster is not None:
+            for problem in self.cluster.stop():
+                log(f"cluster: {problem}")
+            self.cluster = None
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -205,10 +231,9 @@ class Suite:
             figures.dashboard(self)
         self.results.figures["probe"]["end"] = probe()
 
-    def _gateway_figures(self, wanted: Callable[[str], bool]) -> None:
+    def _one_worker_figures(self, wanted: Callable[[str], bool]) -> None:
         from bench import figures
 
-        self.setup()
         one = self.start_gateway(1)
         self.results.figures["rss_start_bytes"] = figures.rss_of(one)
         self.warm(one)
@@ -227,6 +252,16 @@ class Suite:
             figures.leak(self, one)
         self.stop_gateway(one)
 
+    def _gateway_figures(self, wanted: Callable[[str], bool]) -> None:
+        from bench import figures
+
+        self.setup()
+        if any(wanted(name) for name in ONE_WORKER_FIGURES):
+            self._one_worker_figures(wanted)
+        if wanted("cluster"):
+            # Two fresh gateways of its own (one Redis, the cluster) once `one` is gone: same age, same
+            # warm-up, nothing else running.
+            figures.redis_cluster(self)
         if wanted("w2"):
             two = self.start_gateway(2)
             self.warm(two)
@@ -234,7 +269,10 @@ class Suite:
             self.stop_gateway(two)
 
 
-GATEWAY_FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak", "w2")  # on the suite's gateways
+ONE_WORKER_FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak")  # on one 1-worker gateway, in order
+# On the suite's gateways; `cluster`: c1's and c32's loads through a gateway on one Redis and one on a
+# Redis Cluster, interleaved.
+GATEWAY_FIGURES = (*ONE_WORKER_FIGURES, "cluster", "w2")
 FIGURES = (*GATEWAY_FIGURES, "dashboard")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -200,3 +201,52 @@ def test_the_dashboard_benchmark_seeds_serves_checks_and_explains() -> None:
     timing = Timing("log", "owner", "/", 100.0, [1.0, 2.0], problems=["rows differ"])
     assert timing.met is False and wrong.check('<tr data-request-id="req_a">') is not None
     assert card_is("spend-30d", "$1.00")('<div data-figure="spend-30d">x</div>') is not None
+
+
+def test_the_redis_cluster_run_is_a_named_gateway_measurement() -> None:
+    from bench.suite import CLUSTER_LOADS, FIGURES, GATEWAY_FIGURES, Plan
+
+    assert "cluster" in GATEWAY_FIGURES and "cluster" in FIGURES
+    assert CLUSTER_LOADS == (("json", 1), ("json", 32), ("sse", 32))  # c1's and c32's loads
+    assert Plan.for_mode(True).cluster_duration_s <= 2  # --quick: a few seconds per figure
+
+
+def test_report_puts_the_cluster_figures_beside_the_single_redis_ones() -> None:
+    def side(rps: float) -> dict[str, dict[str, float]]:
+        load = {"rps": rps, "p50_ms": 0.5, "p99_ms": 2.0, "cpu_ms_per_request": 0.4}
+        return {"json_c1": load | {"redis_cpu_ms_per_request": 0.1}, "json_c32": load, "sse_c32": load}
+
+    results = Results("quick")
+    results.figures = {"cluster": {"masters": 3, "redis": side(1000.0), "cluster": side(900.0)}}
+    found = {row.figure: row for row in report.cluster_rows(results.figures)}
+    assert len(found) == 6
+    single = found["JSON req/s @ c=1, 1 worker, Bastion (Redis)"]
+    spread = found["JSON req/s @ c=1, 1 worker, Bastion (Redis Cluster)"]
+    assert (single.bastion, spread.bastion) == ("1,000", "900")
+    assert "p50 / p99 0.500 / 2.000 ms" in spread.value and "(Redis 0.100)" in spread.value
+    assert spread.value.endswith("-10.0 % req/s vs Redis") and "vs Redis" not in single.value
+    assert "streams/s @ c=32, 1 worker, Bastion (Redis Cluster)" in found
+    text = report.markdown(results)
+    assert "| JSON req/s @ c=32, 1 worker, Bastion (Redis Cluster) |" in text
+    assert "3-master Redis Cluster" in text
+    assert report.cluster_rows({}) == []
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_the_benchmark_starts_a_three_master_cluster_and_stops_it(tmp_path: Path) -> None:
+    from bench.redis_cluster import RedisCluster, cluster_info
+
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    try:
+        assert len(cluster.ports) == 3 and all(port + 10_000 < 65_536 for port in cluster.ports)
+        assert cluster.url == "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
+        for port in cluster.ports:
+            info = cluster_info(port)
+            assert (info["cluster_state"], info["cluster_slots_ok"]) == ("ok", "16384")
+            assert info["cluster_size"] == "3"
+        assert cluster.keys() == 0
+        pids = cluster.pids
+    finally:
+        problems = cluster.stop()
+    assert problems == [] and cluster.nodes == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
