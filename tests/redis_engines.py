@@ -236,12 +236,14 @@ class RedisCluster:
 
     host = HOST
 
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.workdir = workdir
+        self.replicas = replicas
         self.processes = [
-            RedisProcess(f"node-{index}", workdir, self._node_args, bus=True) for index in range(masters)
+            RedisProcess(f"node-{index}", workdir, self._node_args, bus=True)
+            for index in range(masters * (1 + replicas))
         ]
         self._clients: list[Any] = []
         self._ids: dict[int, str] = {}
@@ -284,7 +286,7 @@ class RedisCluster:
             process.start()
         cli = _required(redis_cli_binary(), "redis-cli")
         command = [cli, "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports)]
-        command += ["--cluster-replicas", "0", "--cluster-yes"]
+        command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         created = subprocess.run(
             command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
         )
@@ -312,8 +314,10 @@ class RedisCluster:
         return self._ids[port]
 
     def slot_map(self, port: int | None = None) -> dict[int, int]:
-        """slot -> port of its master, as node `port` (the first by default) sees it."""
-        with _connection(self.ports[0] if port is None else port) as conn:
+        """slot -> port of its master, as node `port` (the first one alive by default) sees it."""
+        if port is None:
+            port = next(process.port for process in self.processes if process.alive)
+        with _connection(port) as conn:
             ranges = conn.execute_command("CLUSTER", "SLOTS")
         owners: dict[int, int] = {}
         for start, end, master, *_replicas in ranges:
@@ -350,6 +354,9 @@ class RedisCluster:
             if any(flag in nodes for flag in ("handshake", "fail", "disconnected", "noaddr")):
                 return False
             if "->-" in nodes or "-<-" in nodes:  # a slot left migrating or importing
+                return False
+            replication = _info(port, "replication")
+            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
                 return False
             views.append(self.slot_map(port))
         return len(views[0]) == SLOTS and all(view == views[0] for view in views)
@@ -415,6 +422,23 @@ class RedisCluster:
             raise failed[0]
         return moved
 
+    def kill_master_of(self, slot: int) -> int:
+        """SIGKILL the master owning `slot` (a replica of it takes over after the node timeout)."""
+        port = self.node_for_slot(slot)
+        next(process for process in self.processes if process.port == port).kill()
+        return port
+
+    def wait_for_promotion(self, slot: int, old_port: int, timeout: float = 15) -> int:
+        """Until the nodes alive agree that a node other than `old_port` (a promoted replica) owns `slot`."""
+
+        def promoted() -> int | None:
+            alive = [process.port for process in self.processes if process.alive]
+            owners = {self.slot_map(port).get(slot) for port in alive}
+            owner = owners.pop() if len(owners) == 1 else None
+            return owner if owner not in (None, old_port) else None
+
+        return _poll(promoted, timeout, f"a replica promoted for slot {slot}", self.logs)
+
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         """A redis-py cluster client (closed with the harness)."""
         startup = [redis.cluster.ClusterNode(HOST, port) for port in self.ports]
@@ -441,9 +465,9 @@ class RedisCluster:
 
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
-    """A started, settled Redis Cluster; killed and its files removed on the way out."""
-    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bastion-redis-cluster-")), masters)
+def redis_cluster(masters: int = 3, replicas: int = 0) -> Iterator[RedisCluster]:
+    """A started, settled Redis Cluster (`replicas` per master); killed and its files removed after."""
+    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bastion-redis-cluster-")), masters, replicas)
     try:
         cluster.start()
         yield cluster

@@ -333,3 +333,74 @@ async def test_a_warm_key_costs_two_round_trips_on_the_cluster(
             await app.shutdown()
     finally:
         drop_postgres_database(database)
+
+
+def test_a_masters_failover_mid_traffic_is_followed_and_loses_no_usage(
+    upstream: Any, blackhole_port: int, tmp_path: Path
+) -> None:
+    # Three masters with a replica each: settlements wait for the replica (WAIT, on the same connection),
+    # so the replica promoted when its master is killed holds every record the gateways counted as kept.
+    with redis_cluster(masters=3, replicas=1) as cluster:
+        config = tmp_path / "bastion.yaml"
+        config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
+        database = create_postgres_database()
+        asyncio.run(migrated(database))
+        # Every node as a seed: the CLI, started after the kill, must find the cluster without the dead one.
+        seeds = "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in cluster.nodes)
+        stack = Stack("shared", database, seeds, f"test-{secrets.token_hex(4)}:", config, tmp_path)
+        try:
+            stack.start()
+            stack.start()
+            _failover_during_traffic(cluster, stack)
+        finally:
+            stack.stop()
+            drop_postgres_database(database)
+
+
+def _failover_during_traffic(cluster: RedisCluster, stack: Stack) -> None:
+    account_id, _, key = stack.account(USD, rpm=1_000_000, tpm=100_000_000)
+    slot = key_slot(f"{{{shard_tags()[shard_of(account_id)]}}}".encode())
+    served: list[float] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def traffic(index: int) -> None:
+        url = f"{stack.gateways[index % 2].base_url}/chat/completions"
+        with httpx.Client(timeout=20) as http:
+            while not stop.is_set():
+                answer = http.post(
+                    url,
+                    json={"model": "m-echo", "messages": HELLO},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                if answer.status_code == 200:
+                    served.append(time.monotonic())
+                else:
+                    refused.append(answer.status_code)
+                    time.sleep(0.05)  # a client's back-off, not a synchronisation
+
+    workers = [threading.Thread(target=traffic, args=(i,)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        assert poll(lambda: len(served) >= 40, 20), "no traffic"
+        killed_at = time.monotonic()
+        old = cluster.kill_master_of(slot)
+        assert poll(lambda: any(t > killed_at + 0.5 for t in served), 10), "not served again within 10 s"
+        again = next(t for t in served if t > killed_at + 0.5)
+        assert cluster.wait_for_promotion(slot, old) != old
+        after = len(served)
+        assert poll(lambda: len(served) >= after + 40, 20), "traffic stopped after the failover"
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    print(
+        f"served again {again - killed_at:.2f} s after the kill: {len(served)} served, {len(refused)} refused"
+    )
+    assert again - killed_at < 10
+    assert set(refused) <= {503}, refused
+    records = stack.wait_records(account_id, len(served), timeout=30)
+    assert len({r.request_id for r in records}) == len(served)
+    assert stack.balance(account_id) == USD - len(served) * ONE_REQUEST
+    assert stack.bastion("ledger", "check").returncode == 0

@@ -120,9 +120,22 @@ class RedisChannel:
         replies = [
             protocol.submit(hiredis.pack_command(command), patience or self.timeout) for command in commands
         ]
-        for reply in replies[:-1]:  # the caller awaits the last; a failure of the others is its failure too
+        for reply in replies:  # a caller that stops at the first failure leaves the others unawaited
             reply.add_done_callback(_retrieve)
         return replies
+
+    async def run_then_wait(
+        self, script: Script, keys: list[str], args: list[Arg], wait_ms: int
+    ) -> tuple[Any, int]:
+        """Run the script, then `WAIT 1 wait_ms` on the same connection right behind it (no added round
+        trip): its result, and how many replicas have its writes."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        ran, kept = await self.submit_many((command, ("WAIT", 1, wait_ms)))
+        try:
+            return await ran, await kept
+        except NoScriptError:
+            result = await self.call(("EVAL", script.source, *command[2:]))
+            return result, await self.call(("WAIT", 1, wait_ms))
 
     async def load_scripts(self, scripts: Sequence[Script]) -> None:
         for script in scripts:

@@ -49,6 +49,7 @@ class ClusterChannel:
         self._refreshing: asyncio.Task[None] | None = None
         self._scripts: list[Script] = []
         self._tasks: set[asyncio.Future[Any]] = set()  # redirections being followed
+        self._replicated: set[RedisChannel] = set()  # masters that have a replica
 
     # ------------------------------------------------------------------ the hot path
     def submit_script(self, script: Script, keys: list[str], args: list[Arg]) -> ClusterScriptCall:
@@ -165,6 +166,30 @@ class ClusterChannel:
             raise RedisConnectionError(f"no node of the Redis Cluster serves slot {slot}")
         return owner
 
+    def has_replica(self, key: str) -> bool:
+        """The master of `key`'s slot had a replica at the last look at the slot map."""
+        return self._owners[key_slot(key.encode())] in self._replicated
+
+    async def run_then_wait(
+        self, script: Script, keys: list[str], args: list[Arg], wait_ms: int
+    ) -> tuple[Any, int]:
+        """The script on its slot's master with `WAIT 1 wait_ms` right behind it on the same connection;
+        after a redirection, the WAIT is asked where the script finally ran."""
+        key = keys[0]
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        node = await self._owner(key)
+        try:
+            ran, kept = await node.submit_many((command, ("WAIT", 1, wait_ms)))
+            return await ran, await kept
+        except ResponseError as exc:
+            if not _followed(exc, script):
+                raise
+            result = await self._follow(command, key, exc, node, script)
+            return result, await self.call(("WAIT", 1, wait_ms), key=key)
+        except (RedisConnectionError, RedisTimeoutError):
+            self.refresh_soon()
+            raise
+
     # ------------------------------------------------------------------ off the hot path
     async def call(self, command: tuple[Arg, ...], patience: float | None = None, key: str = "") -> Any:
         """One command's reply, routed by `key` (the node of its slot), redirections followed."""
@@ -219,10 +244,13 @@ class ClusterChannel:
                 failure = exc
                 continue
             owners: list[RedisChannel | None] = [None] * SLOTS
-            for start, end, primary, *_replicas in reply:
+            replicated: set[RedisChannel] = set()
+            for start, end, primary, *replicas in reply:
                 node = self._node(_node_address(primary, address[0]))
                 owners[start : end + 1] = [node] * (end + 1 - start)
-            self._owners = owners
+                if replicas:
+                    replicated.add(node)
+            self._owners, self._replicated = owners, replicated
             return
         raise RedisConnectionError(f"no node of the Redis Cluster answered ({failure})")
 

@@ -22,9 +22,9 @@ from importlib import resources
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 
-from bastion.billing.channel import Arg, RedisChannel, Script
+from bastion.billing.channel import Arg, Script
+from bastion.billing.cluster_channel import ClusterChannel
 from bastion.billing.layout import KeyLayout
 from bastion.billing.redis_engines import Channel, check_mode, open_channel
 from bastion.billing.redis_target import RedisTarget, client_for, parse_redis_url
@@ -219,9 +219,6 @@ class RedisLive(LiveState):
         self.channel = self.open_channel()
         self.prefix = prefix
         self.streams = self.layout.streams
-        # Behind Sentinel a settlement counts as kept once a replica has it (a failover keeps it);
-        # otherwise its record also goes straight to the database.
-        self.replicated = self.target.mode == "sentinel"
         scripts = resources.files("bastion.billing")
         buckets = scripts.joinpath("buckets.lua").read_text()
 
@@ -266,20 +263,20 @@ class RedisLive(LiveState):
     ) -> Awaitable[int]:
         keys = self.layout.settle_keys(hold.account_id, hold.key_id, period)
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
-        if self.replicated:
-            return asyncio.ensure_future(self._settle_replicated(keys, args))
+        if self._kept_by_replica(keys[0]):
+            return asyncio.ensure_future(self._settle_kept(keys, args))
         return self.channel.submit_script(self._settle, keys, args)
 
-    async def _settle_replicated(self, keys: list[str], args: list[Arg]) -> int:
-        channel = cast(RedisChannel, self.channel)
-        command = ("EVALSHA", self._settle.sha, len(keys), *keys, *args)
-        settled, kept = await channel.submit_many((command, ("WAIT", 1, REPLICA_WAIT_MS)))
-        try:
-            balance = await settled
-        except NoScriptError:
-            balance = await channel.call(("EVAL", self._settle.source, *command[2:]))
-            kept = asyncio.ensure_future(channel.call(("WAIT", 1, REPLICA_WAIT_MS)))
-        if await kept < 1:
+    def _kept_by_replica(self, key: str) -> bool:
+        """Whether a settlement must wait for a replica: behind Sentinel always, on a cluster when its
+        slot's master has one (a failover promotes a replica: what it lacks would be lost)."""
+        if self.target.mode == "cluster":
+            return cast(ClusterChannel, self.channel).has_replica(key)
+        return self.target.mode == "sentinel"
+
+    async def _settle_kept(self, keys: list[str], args: list[Arg]) -> int:
+        balance, replicas = await self.channel.run_then_wait(self._settle, keys, args, REPLICA_WAIT_MS)
+        if replicas < 1:
             raise Unreplicated("no replica acknowledged the settlement")
         return int(balance)
 
