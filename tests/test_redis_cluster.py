@@ -10,7 +10,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,8 @@ from metrics_scrape import scrape, value
 from provision import REDIS_URL, account_with_key, create_postgres_database, drop_postgres_database, migrated
 from redis.crc import key_slot
 from redis_engines import RedisCluster, redis_cluster, redis_server_binary
-from stacks import Stack, poll
+from stacks import Stack
+from traffic import Traffic, shared_stack
 
 from bastion.billing.layout import SHARDS, KeyLayout, shard_of, shard_tags
 from bastion.billing.live import RedisLive
@@ -52,17 +52,8 @@ def cluster() -> Iterator[RedisCluster]:
 def clustered(
     cluster: RedisCluster, upstream: Any, blackhole_port: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("clustered")
-    config = workdir / "bastion.yaml"
-    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-    database = create_postgres_database()
-    asyncio.run(migrated(database))
-    stack = Stack("shared", database, cluster.url, f"test-{secrets.token_hex(4)}:", config, workdir)
-    stack.start()
-    stack.start()
-    yield stack
-    stack.stop()
-    drop_postgres_database(database)
+    with shared_stack(cluster.url, upstream, blackhole_port, tmp_path_factory.mktemp("clustered")) as stack:
+        yield stack
 
 
 def _chat(stack: Stack, key: str, index: int, **extra: Any) -> httpx.Response:
@@ -170,45 +161,20 @@ def test_resharding_the_accounts_slot_during_traffic_loses_nothing(
 ) -> None:
     account_id, _, key = clustered.account(USD, rpm=1_000_000, tpm=100_000_000)
     slot = key_slot(f"{{{shard_tags()[shard_of(account_id)]}}}".encode())
-    served: list[int] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def traffic(index: int) -> None:
-        with httpx.Client(timeout=20) as http:
-            url = f"{clustered.gateways[index % 2].base_url}/chat/completions"
-            while not stop.is_set():
-                answer = http.post(
-                    url,
-                    json={"model": "m-echo", "messages": HELLO},
-                    headers={"Authorization": f"Bearer {key}"},
-                )
-                (served if answer.status_code == 200 else failures).append(
-                    200 if answer.status_code == 200 else f"{answer.status_code} {answer.text}"  # type: ignore[arg-type]
-                )
-
     source = cluster.node_for_slot(slot)
     target = next(port for port in cluster.ports if port != source)
-    workers = [threading.Thread(target=traffic, args=(i,)) for i in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
-        assert poll(lambda: len(served) >= 40, 20), "no traffic"
 
-        def half_way() -> None:
-            # Not a synchronisation: the slot is held half migrated for a while, so that requests meet
-            # its TRYAGAIN (the account's keys split between two nodes) and ASK replies, and must wait
-            # them out rather than fail.
-            time.sleep(0.25)
+    def half_way() -> None:
+        # Not a synchronisation: the slot is held half migrated for a while, so that requests meet its
+        # TRYAGAIN (the account's keys split between two nodes) and ASK replies, and must wait them out
+        # rather than fail.
+        time.sleep(0.25)
 
+    with Traffic(clustered, key) as traffic:
+        traffic.wait_for_more(40)
         cluster.move_slot(slot, target, keys_batch=2, between_batches=half_way)
-        moved = len(served)
-        assert poll(lambda: len(served) >= moved + 40, 20), "traffic stopped after the slot moved"
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(30)
-    assert failures == []
+        traffic.wait_for_more(40)
+    assert traffic.refused == []
     assert cluster.node_for_slot(slot) == target
     # The gateways did meet the migration (and followed it): its replies are counted, never surfaced.
     followed = {
@@ -218,9 +184,9 @@ def test_resharding_the_accounts_slot_during_traffic_loses_nothing(
         for reply in ("moved", "ask", "tryagain")
     }
     assert followed["tryagain"] + followed["ask"] > 0 and followed["moved"] > 0, followed
-    records = clustered.wait_records(account_id, len(served), timeout=30)
-    assert len({r.request_id for r in records}) == len(served)
-    assert clustered.balance(account_id) == USD - len(served) * ONE_REQUEST
+    records = clustered.wait_records(account_id, len(traffic.served), timeout=30)
+    assert len({r.request_id for r in records}) == len(traffic.served)
+    assert clustered.balance(account_id) == USD - len(traffic.served) * ONE_REQUEST
     assert clustered.bastion("ledger", "check").returncode == 0
 
 
@@ -341,66 +307,22 @@ def test_a_masters_failover_mid_traffic_is_followed_and_loses_no_usage(
     # Three masters with a replica each: settlements wait for the replica (WAIT, on the same connection),
     # so the replica promoted when its master is killed holds every record the gateways counted as kept.
     with redis_cluster(masters=3, replicas=1) as cluster:
-        config = tmp_path / "bastion.yaml"
-        config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-        database = create_postgres_database()
-        asyncio.run(migrated(database))
         # Every node as a seed: the CLI, started after the kill, must find the cluster without the dead one.
         seeds = "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in cluster.nodes)
-        stack = Stack("shared", database, seeds, f"test-{secrets.token_hex(4)}:", config, tmp_path)
-        try:
-            stack.start()
-            stack.start()
-            _failover_during_traffic(cluster, stack)
-        finally:
-            stack.stop()
-            drop_postgres_database(database)
-
-
-def _failover_during_traffic(cluster: RedisCluster, stack: Stack) -> None:
-    account_id, _, key = stack.account(USD, rpm=1_000_000, tpm=100_000_000)
-    slot = key_slot(f"{{{shard_tags()[shard_of(account_id)]}}}".encode())
-    served: list[float] = []
-    refused: list[int] = []
-    stop = threading.Event()
-
-    def traffic(index: int) -> None:
-        url = f"{stack.gateways[index % 2].base_url}/chat/completions"
-        with httpx.Client(timeout=20) as http:
-            while not stop.is_set():
-                answer = http.post(
-                    url,
-                    json={"model": "m-echo", "messages": HELLO},
-                    headers={"Authorization": f"Bearer {key}"},
-                )
-                if answer.status_code == 200:
-                    served.append(time.monotonic())
-                else:
-                    refused.append(answer.status_code)
-                    time.sleep(0.05)  # a client's back-off, not a synchronisation
-
-    workers = [threading.Thread(target=traffic, args=(i,)) for i in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
-        assert poll(lambda: len(served) >= 40, 20), "no traffic"
-        killed_at = time.monotonic()
-        old = cluster.kill_master_of(slot)
-        assert poll(lambda: any(t > killed_at + 0.5 for t in served), 10), "not served again within 10 s"
-        again = next(t for t in served if t > killed_at + 0.5)
-        assert cluster.wait_for_promotion(slot, old) != old
-        after = len(served)
-        assert poll(lambda: len(served) >= after + 40, 20), "traffic stopped after the failover"
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(30)
-    print(
-        f"served again {again - killed_at:.2f} s after the kill: {len(served)} served, {len(refused)} refused"
-    )
-    assert again - killed_at < 10
-    assert set(refused) <= {503}, refused
-    records = stack.wait_records(account_id, len(served), timeout=30)
-    assert len({r.request_id for r in records}) == len(served)
-    assert stack.balance(account_id) == USD - len(served) * ONE_REQUEST
-    assert stack.bastion("ledger", "check").returncode == 0
+        with shared_stack(seeds, upstream, blackhole_port, tmp_path) as stack:
+            account_id, _, key = stack.account(USD, rpm=1_000_000, tpm=100_000_000)
+            slot = key_slot(f"{{{shard_tags()[shard_of(account_id)]}}}".encode())
+            with Traffic(stack, key) as traffic:
+                traffic.wait_for_more(40)
+                killed_at = time.monotonic()
+                old = cluster.kill_master_of(slot)
+                recovered = traffic.served_again_after(killed_at)
+                assert cluster.wait_for_promotion(slot, old) != old
+                traffic.wait_for_more(40)
+            print(f"served again {recovered:.2f} s after the kill: {len(traffic.served)} served")
+            assert recovered < 10
+            assert {status for status, _ in traffic.refused} <= {503}, traffic.refused[:3]
+            records = stack.wait_records(account_id, len(traffic.served), timeout=30)
+            assert len({r.request_id for r in records}) == len(traffic.served)
+            assert stack.balance(account_id) == USD - len(traffic.served) * ONE_REQUEST
+            assert stack.bastion("ledger", "check").returncode == 0
