@@ -20,6 +20,7 @@ import openai
 import pytest
 import yaml
 from conftest import gateway_models_file
+from dashboard_client import person
 from metrics_scrape import scrape, value
 from provision import REDIS_URL, account_with_key, create_postgres_database, drop_postgres_database, migrated
 from redis.crc import key_slot
@@ -326,3 +327,19 @@ def test_a_masters_failover_mid_traffic_is_followed_and_loses_no_usage(
             assert len({r.request_id for r in records}) == len(traffic.served)
             assert stack.balance(account_id) == USD - len(traffic.served) * ONE_REQUEST
             assert stack.bastion("ledger", "check").returncode == 0
+
+
+def test_the_dashboard_signs_in_and_shows_the_cluster(clustered: Stack) -> None:
+    # Sessions are database rows; the sign-in throttle and live balances come from the cluster.
+    operator = person(clustered, "--operator")
+    try:
+        page = operator.page("/dashboard/gateway")
+        assert page.status_code == 200
+        assert "Redis Cluster (shared)" in page.text and "Ready: database, Redis Cluster" in page.text
+        account_id, _, key = clustered.account(USD)
+        assert _chat(clustered, key, 0).status_code == 200
+        clustered.wait_records(account_id, 1)
+        overview = operator.page(f"/dashboard/a/{account_id}/")
+        assert overview.status_code == 200 and "$0.999983" in overview.text, overview.text[:2000]
+    finally:
+        operator.close()

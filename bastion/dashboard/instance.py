@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from bastion import __version__
+from bastion.billing.redis_target import parse_redis_url
 from bastion.config import Catalog, Settings
 from bastion.db.engine import is_sqlite
 from bastion.proxy.dispatch import Dispatcher
@@ -75,9 +76,16 @@ async def gateway_state(instance: Instance) -> dict[str, Any]:
         "uptime_seconds": int(time.time() - STARTED),
         "models_file": catalog.source,
         "database": "SQLite (embedded)" if is_sqlite(settings.database_url) else "PostgreSQL",
-        "redis": bool(settings.redis_url),
+        "redis": _redis_kind(settings.redis_url),
         "workers": settings.workers,
         "problems": await instance.readiness(),
         "models": models,
         "providers": providers,
     }
+
+
+def _redis_kind(url: str | None) -> str | None:
+    if not url:
+        return None
+    mode = parse_redis_url(url).mode
+    return {"cluster": "Redis Cluster", "sentinel": "Redis (Sentinel)"}.get(mode, "Redis")
