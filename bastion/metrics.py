@@ -75,6 +75,24 @@ REDIS_REDIRECTS = Counter(
     "Redis Cluster replies followed instead of surfaced: moved, ask, tryagain, clusterdown, noscript.",
     ["reply"],
 )
+# The models file in service. With several workers, "max" over the workers: the hash every worker loaded
+# reads 1 and a replaced one 0 once all of them have reloaded (both read 1 while one has not).
+MODELS_FILE_INFO = Gauge(
+    "bastion_models_file_info",
+    "1 for the sha256 of the models file in service (0 for one a reload replaced).",
+    ["sha256"],
+    multiprocess_mode="max",
+)
+MODELS_FILE_LOADED = Gauge(
+    "bastion_models_file_loaded_timestamp_seconds",
+    "Unix time the models file in service was loaded (with several workers, the latest worker's).",
+    multiprocess_mode="max",
+)
+MODELS_FILE_RELOADS = Counter(
+    "bastion_models_file_reloads_total",
+    "Models-file reloads by result: ok (loaded, or unchanged), error (the old file kept); one per process.",
+    ["result"],
+)
 
 _REFUSALS = {"rate_limit_exceeded": "rate_limited", "insufficient_funds": "insufficient_funds"}
 FLUSH_SECONDS = 1.0
@@ -169,6 +187,31 @@ async def flush_every(seconds: float = FLUSH_SECONDS) -> None:
 def upstream_event(event: str, target: Any, breaker_open: bool) -> None:
     UPSTREAM_EVENTS.labels(target.provider.name, event).inc()
     BREAKER_OPEN.labels(f"{target.provider.name}/{target.deployment.model}").set(1 if breaker_open else 0)
+
+
+def models_file_loaded(sha256: str, loaded_at: float, replaced: str | None = None) -> None:
+    """The models file in service is now `sha256` (loaded at `loaded_at`), in place of `replaced`."""
+    if replaced is not None and replaced != sha256:
+        MODELS_FILE_INFO.labels(replaced).set(0)  # what other workers' files hold for it still counts
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            MODELS_FILE_INFO.remove(replaced)
+    MODELS_FILE_INFO.labels(sha256).set(1)
+    MODELS_FILE_LOADED.set(loaded_at)
+    for result in ("ok", "error"):
+        MODELS_FILE_RELOADS.labels(result)  # both series exist from the start, at 0
+
+
+def models_file_reloaded(ok: bool) -> None:
+    MODELS_FILE_RELOADS.labels("ok" if ok else "error").inc()
+
+
+def breakers_retired(targets: list[Any], live: list[Any]) -> None:
+    """Deployments a reload removed with their breaker open: the breaker is gone, its gauge reads 0."""
+    kept = {f"{t.provider.name}/{t.deployment.model}" for t in live}
+    for target in targets:
+        label = f"{target.provider.name}/{target.deployment.model}"
+        if label not in kept:
+            BREAKER_OPEN.labels(label).set(0)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -88,7 +88,12 @@ def start_gateway(config_path: Path, log_path: Path, env: dict[str, str] | None 
         [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--config", str(config_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**inherited, "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY, **(env or {})},
+        env={
+            **inherited,
+            "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY,
+            "BASTION_PID_FILE": str(log_path.with_suffix(".pid")),  # not ./bastion.pid, shared by all
+            **(env or {}),
+        },
     )
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

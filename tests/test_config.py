@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -199,6 +200,28 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_catalog(tmp_path / "absent.yaml")
     assert "absent.yaml" in str(caught.value) and "cannot read" in str(caught.value)
+
+
+def test_the_catalog_carries_the_sha256_of_the_files_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_OVH_KEY", "sk-from-env")
+    path = _write(tmp_path, GOOD)
+    first = load_catalog(path).sha256
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(path.read_bytes() + b"# a comment: the same models, another version\n")
+    second = load_catalog(path)
+    assert second.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() != first
+    monkeypatch.setenv("TEST_OVH_KEY", "sk-rotated")  # what the file names, not what it resolves to
+    assert load_catalog(path).sha256 == second.sha256
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    path.write_bytes(b"providers: [\xff]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (byte 12)"
 
 
 def test_settings_come_from_bastion_environment(monkeypatch: pytest.MonkeyPatch) -> None:

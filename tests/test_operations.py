@@ -41,7 +41,11 @@ def test_server_timing_splits_bastion_from_the_upstream(http: httpx.Client) -> N
 
 def test_healthz_and_readyz_when_all_is_well(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
-    assert http.get("/readyz").json() == {"status": "ready"}
+    ready = http.get("/readyz").json()
+    assert ready["status"] == "ready" and set(ready) == {"status", "models_file"}
+    assert set(ready["models_file"]) == {"path", "sha256", "loaded_at"}
+    assert re.fullmatch(r"[0-9a-f]{64}", ready["models_file"]["sha256"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ready["models_file"]["loaded_at"])
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 bastion/api/direct.py writes streams to uvicorn's `RequestResponseCycle` and keeps its state as its own
 `send` does; bastion/api/http_protocol.py subclasses its httptools protocol and replaces its
-`data_received`. Both were verified against the uvicorn versions pyproject allows. These tests fail when
+`data_received`; bastion/cli/process.py starts uvicorn's multiprocess supervisor as `uvicorn.run` does,
+with its own SIGHUP handler (forwarding the signal to every worker). All were verified against the
+uvicorn versions pyproject allows. These tests fail when
 the installed uvicorn leaves that range, when the code they mirror changes (a fingerprint of its source),
 when an attribute they touch is gone, or when the bytes they write differ from uvicorn's own `send`.
 When one fails after an upgrade: read the new uvicorn code against direct.py and http_protocol.py, fix
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import signal
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,14 @@ from typing import Any
 import uvicorn
 from packaging.requirements import Requirement
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.supervisors import multiprocess
 from uvicorn_harness import serve
 
 from bastion.api.asgi import Receive, Scope, Send
 from bastion.api.direct import DirectStream
 from bastion.api.exchange import Exchange
 from bastion.api.http_protocol import BoundedHttpToolsProtocol
+from bastion.cli.process import ReloadingSupervisor
 
 # sha256 (first 16 hex digits) of the source of what Bastion mirrors or overrides, as verified.
 FINGERPRINTS = {
@@ -39,6 +44,15 @@ FINGERPRINTS = {
     "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
     "RequestResponseCycle.__init__": "4d2f220910c33c12",
     "RequestResponseCycle.send": "abdd8601b326a8da",
+}
+# The same for the supervisor bastion/cli/process.py extends: its signal handlers queue signals that
+# `run` hands to `handle_signals`, which calls `handle_<name>` (Bastion's `handle_hup`), and `processes`
+# holds the workers with their `pid`.
+SUPERVISOR_FINGERPRINTS = {
+    "Multiprocess.__init__": "5e0f105cb4a381b5",
+    "Multiprocess.handle_signals": "69be08d4fd9bc0b4",
+    "Multiprocess.run": "306814569fbd547b",
+    "Process.pid": "90398572c79efa31",
 }
 CYCLE_ATTRIBUTES = [
     "scope",
@@ -91,6 +105,23 @@ def test_the_code_bastion_mirrors_is_unchanged() -> None:
     )
     for name in ("STATUS_LINE", "HEADER_RE", "HEADER_VALUE_RE"):
         assert hasattr(httptools_impl, name)
+
+
+def test_the_supervisor_bastion_extends_is_unchanged() -> None:
+    changed = {}
+    for name, expected in SUPERVISOR_FINGERPRINTS.items():
+        owner, attribute = name.split(".")
+        found = inspect.getattr_static(getattr(multiprocess, owner), attribute)
+        source = inspect.getsource(found.fget if isinstance(found, property) else found)
+        actual = hashlib.sha256(source.encode()).hexdigest()[:16]
+        if actual != expected:
+            changed[name] = actual
+    assert not changed, f"uvicorn {uvicorn.__version__} changed {changed}: re-verify bastion/cli/process.py"
+    assert multiprocess.SIGNALS[signal.SIGHUP] == "HUP"  # handled as `handle_hup`
+    assert ReloadingSupervisor.handle_hup is not multiprocess.Multiprocess.handle_hup
+    # run_workers starts the supervisor as uvicorn.run does for workers > 1.
+    run_source = inspect.getsource(uvicorn.run)
+    assert "sock = config.bind_socket()\n            Multiprocess(config, sockets=[sock]).run()" in run_source
 
 
 def stream_app(seen: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ compared in constant time. Amounts are USD as strings or numbers ("12.50"), held
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -82,8 +82,14 @@ def _nano(amount: Amount) -> int:
         raise invalid_request(str(exc)) from None
 
 
-def admin_router(management: Management, token: str, link_for: Callable[[str], str]) -> APIRouter:
-    """`link_for` turns a one-time token into the link a user opens to set a password."""
+def admin_router(
+    management: Management,
+    token: str,
+    link_for: Callable[[str], str],
+    reload_models: Callable[[], Awaitable[Any]] | None = None,
+) -> APIRouter:
+    """`link_for` turns a one-time token into the link a user opens to set a password; `reload_models`
+    reloads the models file (every worker's) and returns a `bastion.api.reload.ReloadResult`."""
     expected = f"Bearer {token}".encode()
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -187,6 +193,18 @@ def admin_router(management: Management, token: str, link_for: Callable[[str], s
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
         return [e.as_json() for e in await _guard(management.audit(account, since, limit))]
+
+    if reload_models is not None:
+
+        @router.post("/config/reload")
+        async def reload_config() -> dict[str, Any]:
+            """Read the models file again (every worker does): the version now in service, or 400 with
+            the file's problem (then nothing changed)."""
+            result = await reload_models()
+            if not result.ok:
+                message = f"The models file was not reloaded (the one in service is kept): {result.error}"
+                raise ApiError(400, "invalid_models_file", "invalid_request_error", message)
+            return dict(result.as_json())
 
     @router.get("/ledger")
     async def ledger() -> dict[str, Any]:

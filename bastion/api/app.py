@@ -10,6 +10,7 @@ import asyncio
 import gc
 import hmac
 import logging
+import os
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
 from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
+from bastion.api.reload import SUPERVISOR_ENV, LoadedModels, ReloadResult
 from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog
@@ -43,7 +45,7 @@ from bastion.errors import (
     service_unavailable,
 )
 from bastion.proxy.dispatch import Dispatcher
-from bastion.proxy.providers import Provider, build_provider
+from bastion.proxy.providers import Provider
 from bastion.proxy.routing import Router
 from bastion.services import Services
 
@@ -61,16 +63,19 @@ def catalog_for(settings: Settings) -> Catalog:
 class BastionApp:
     def __init__(self, settings: Settings, catalog: Catalog, own_process: bool = False) -> None:
         self.settings = settings
-        self.catalog = catalog
-        self.own_process = own_process  # `bastion serve`: the process is ours to tune (garbage collector)
-        self.providers: dict[str, Provider] = {
-            name: build_provider(config) for name, config in catalog.providers.items()
-        }
+        # `bastion serve`: the process is ours to tune (garbage collector) and to signal (SIGHUP)
+        self.own_process = own_process
+        self.models = LoadedModels(catalog)  # its providers and version; reloaded in place
         self.services = Services(settings)
         self.draining = False
         self._metrics_flush: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[ReloadResult]] = set()
+        self._sighup_pending = False  # a SIGHUP before startup could take it: reload once started
+        self._sighup_installed = False
+        if own_process and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._sighup_before_startup)  # SIGHUP's default would end us
         self.gateway = Gateway(
-            Router(catalog, self.providers),
+            self.models.router(catalog),
             authenticator=self.services.authenticator,
             admission=self.services.admission,
             max_body_bytes=settings.max_body_bytes,
@@ -92,6 +97,15 @@ class BastionApp:
     @property
     def router(self) -> Router:
         return self.gateway.router
+
+    @property
+    def catalog(self) -> Catalog:
+        """The models file in service (the dashboard reads it through this, at each page)."""
+        return self.gateway.router.catalog
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.models.providers
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -165,14 +179,59 @@ class BastionApp:
     async def startup(self) -> None:
         self._watch_for_sigterm()
         await self.services.start()
-        for provider in self.providers.values():
-            await provider.start()
+        await self.models.start()
+        self._watch_for_sighup()
         self._metrics_flush = asyncio.create_task(metrics.flush_every(), name="bastion-metrics")
         if self.own_process:
             tune_garbage_collector()
         log.info(
-            "bastion %s serving %d models from %s", __version__, len(self.catalog.models), self.catalog.source
+            "bastion %s serving %d models from %s (sha256 %s)",
+            __version__,
+            len(self.catalog.models),
+            self.catalog.source,
+            self.models.version.sha256[:12],
         )
+
+    async def reload_models(self, trigger: str = "call") -> ReloadResult:
+        """Read the models file again and serve it if it is valid (else keep the one in service)."""
+        return await self.models.reload(self.gateway, trigger)
+
+    async def reload_all_workers(self, trigger: str) -> ReloadResult:
+        """This process reloads; under `bastion serve --workers N`, the supervisor is then signalled,
+        which makes every worker reload (this one again: its file is unchanged by then, a no-op)."""
+        result = await self.reload_models(trigger)
+        supervisor = os.environ.get(SUPERVISOR_ENV)
+        if result.ok and supervisor and supervisor == str(os.getppid()):
+            os.kill(int(supervisor), signal.SIGHUP)
+        return result
+
+    def _watch_for_sighup(self) -> None:
+        """SIGHUP reloads the models file (installed on the event loop, in the main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return
+        self._sighup_installed = True
+        if self._sighup_pending:
+            self._on_sighup()
+
+    def _sighup_before_startup(self, signum: int, frame: Any) -> None:
+        self._sighup_pending = True
+
+    def _on_sighup(self) -> None:
+        self._sighup_pending = False
+        task = asyncio.get_running_loop().create_task(self.reload_models("SIGHUP"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _unwatch_sighup(self) -> None:
+        if self._sighup_installed:
+            self._sighup_installed = False
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if self.own_process:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # shutting down: nothing left to reload
 
     def _watch_for_sigterm(self) -> None:
         """Mark the process as draining when SIGTERM arrives (then uvicorn's own handler runs)."""
@@ -205,12 +264,14 @@ class BastionApp:
         return problems
 
     async def shutdown(self) -> None:
+        self._unwatch_sighup()
+        if self._reloads:
+            await asyncio.gather(*self._reloads, return_exceptions=True)
         access.drain()
         if self._metrics_flush is not None:
             self._metrics_flush.cancel()
             await asyncio.gather(self._metrics_flush, return_exceptions=True)
-        for provider in self.providers.values():
-            await provider.close()
+        await self.models.close()
         await self.services.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -313,16 +374,24 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
         return Response(body, media_type=content_type)
 
     @web.get("/readyz", tags=["operations"], response_model=None)
-    async def readyz() -> dict[str, str] | Response:
-        """Ready to serve: database, Redis (when used) and upstream pools; 503 naming what is not."""
+    async def readyz() -> dict[str, Any] | Response:
+        """Ready to serve: database, Redis (when used) and upstream pools; 503 naming what is not. Also
+        which models file this process serves (path, sha256, when it was loaded)."""
         problems = await bastion.readiness()
         if problems:
             return _envelope(service_unavailable("Not ready: " + "; ".join(problems) + "."))
-        return {"status": "ready"}
+        return {"status": "ready", "models_file": bastion.models.version.as_json()}
 
     if bastion.settings.admin_token:
         link_for = partial(set_password_link, bastion.settings)
-        web.include_router(admin_router(bastion.services.management, bastion.settings.admin_token, link_for))
+        web.include_router(
+            admin_router(
+                bastion.services.management,
+                bastion.settings.admin_token,
+                link_for,
+                partial(bastion.reload_all_workers, "admin API"),
+            )
+        )
     if bastion.settings.dashboard:
         from bastion.dashboard.app import build_dashboard  # its templates and hashing load only when it is on
 

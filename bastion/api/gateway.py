@@ -162,20 +162,25 @@ class Gateway:
         endpoint.check(body)
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
-        route = self.router.resolve(model_id, endpoint.kind)
+        router = self.router  # this request's routes to its end, even if a reload swaps in new ones
+        route = router.resolve(model_id, endpoint.kind)
         exchange.model, exchange.upstream = route.model.id, route.target.provider.name
         admitting = self.admission.begin(
             principal, route, body, exchange.record_id, endpoint, len(raw), exchange.client_request_id
         )
         # While the shared state decides, the request for the first deployment is made ready, to leave
         # the moment the admission's answer arrives.
-        plan = Forwarding(endpoint, route, raw, body, members, exchange, self.router.candidates(route))
+        plan = Forwarding(endpoint, route, raw, body, members, exchange, router.candidates(route))
         plan.prepare(self.dispatcher, admitting)
+        router.active += 1
         try:
             async with self._admitted(admitting, exchange) as outcome:
                 await self._forward(plan, outcome)
         finally:
             plan.discard()
+            router.active -= 1
+            if router.on_idle is not None and not router.active:
+                router.on_idle()  # a reload retired this router: this was its last request
 
     @asynccontextmanager
     async def _admitted(self, admitting: Awaitable[Ticket], exchange: Exchange) -> AsyncIterator[Outcome]:
@@ -208,14 +213,21 @@ class Gateway:
         model_id = upload.check()
         if not principal.may_use(model_id):
             raise model_not_found(model_id)
-        route = self.router.resolve(model_id, endpoint.kind)
+        router = self.router
+        route = router.resolve(model_id, endpoint.kind)
         exchange.model, exchange.upstream = route.model.id, route.target.provider.name
         form = upload.form
         admitting = self.admission.begin(
             principal, route, form, exchange.record_id, endpoint, upload.size, exchange.client_request_id
         )
-        async with self._admitted(admitting, exchange) as outcome:
-            await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
+        router.active += 1
+        try:
+            async with self._admitted(admitting, exchange) as outcome:
+                await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
+        finally:
+            router.active -= 1
+            if router.on_idle is not None and not router.active:
+                router.on_idle()
 
     async def _forward_upload(
         self,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bastion.cli.output import fail
 from bastion.config import Catalog, ConfigError, Settings, load_catalog
@@ -44,6 +46,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     check = config_commands.add_parser("check", help="validate a models file and print what it declares")
     check.add_argument("path", nargs="?", help="models file (default: BASTION_CONFIG or ./bastion.yaml)")
     check.set_defaults(run=config_check)
+    reload = config_commands.add_parser(
+        "reload",
+        help="check a models file, then make the running `bastion serve` reload its models file (SIGHUP)",
+    )
+    reload.add_argument("path", nargs="?", help="models file (default: BASTION_CONFIG or ./bastion.yaml)")
+    reload.add_argument(
+        "--pid", help="pid file of the running server (BASTION_PID_FILE, default ./bastion.pid)"
+    )
+    reload.set_defaults(run=config_reload)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -103,15 +114,9 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bastion.api.http_protocol import BoundedHttpToolsProtocol
+    from bastion.cli.process import pid_file, run_workers
 
-    app: object = (
-        "bastion.api.app:create_app"
-        if settings.workers > 1
-        else BastionApp(settings, catalog, own_process=True)
-    )
-    uvicorn.run(
-        app,
-        factory=settings.workers > 1,
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -130,6 +135,14 @@ def serve_command(args: argparse.Namespace) -> int:
         # X-Forwarded-For middleware would only copy every request's headers into a dict.
         proxy_headers=False,
     )
+    pid_path = Path(settings.pid_file) if settings.pid_file else None
+    if settings.workers > 1:
+        # Each worker builds its app from the environment; SIGHUP to the supervisor reloads them all.
+        run_workers(uvicorn.Config("bastion.api.app:create_app", factory=True, **options), pid_path)
+        return 0
+    app = BastionApp(settings, catalog, own_process=True)  # from here, SIGHUP reloads the models file
+    with pid_file(pid_path):
+        uvicorn.run(app, **options)
     return 0
 
 
@@ -241,6 +254,42 @@ def config_check(args: argparse.Namespace) -> int:
         return fail(f"config error: {exc}")
     print(describe(catalog))
     return 0
+
+
+def config_reload(args: argparse.Namespace) -> int:
+    """Check the models file here first (a broken one is not sent: exit 1, one line), then SIGHUP the
+    server the pid file names; it reloads its own models file (`--config`), and keeps it if broken."""
+    from bastion.cli.process import read_pid
+
+    settings = Settings()
+    path = Path(args.path) if args.path else settings.config
+    try:
+        catalog = load_catalog(path)
+    except ConfigError as exc:
+        return _reload_failed(f"config error: {exc} (the server was not signalled)")
+    pid_path = Path(args.pid) if args.pid else Path(settings.pid_file) if settings.pid_file else None
+    if pid_path is None:
+        return _reload_failed("no pid file: pass --pid FILE (BASTION_PID_FILE is empty)")
+    try:
+        pid = read_pid(pid_path)
+    except (OSError, ValueError):
+        return _reload_failed(f"no server pid in {pid_path}: is `bastion serve` running here? (--pid FILE)")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return _reload_failed(f"{pid_path} names process {pid}, which is not running (a stale pid file)")
+    except PermissionError:
+        return _reload_failed(f"not allowed to signal process {pid} (from {pid_path}): run as its user")
+    print(
+        f"{path}: sha256 {catalog.sha256[:12]}, {len(catalog.models)} models: bastion serve (pid {pid})"
+        " reloads its models file now (GET /readyz shows the sha256 each process serves)"
+    )
+    return 0
+
+
+def _reload_failed(message: str) -> int:
+    fail(message)
+    return 1
 
 
 def describe(catalog: Catalog) -> str:

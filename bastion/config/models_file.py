@@ -8,6 +8,7 @@ Secrets never live in the file: a provider's key is a `${ENV_VAR}` reference res
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -128,16 +129,22 @@ class Catalog:
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     created: int = 0  # unix time the file was written: the models' `created`
+    sha256: str = ""  # of the file's bytes: the version a running process reports (/readyz, /metrics)
 
 
 def load_catalog(path: Path | str) -> Catalog:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        created = int(path.stat().st_mtime)
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read the models file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
     catalog = parse_catalog(text, path)
-    return dataclasses.replace(catalog, created=int(path.stat().st_mtime))
+    return dataclasses.replace(catalog, created=created, sha256=hashlib.sha256(data).hexdigest())
 
 
 def parse_catalog(text: str, source: Path | str) -> Catalog:

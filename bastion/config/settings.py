@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How long a client may take to send its request line and headers."
     )
     log_level: str = "info"
+    pid_file: str = Field(
+        "bastion.pid",
+        description="Where `bastion serve` writes its pid (removed at exit), for `bastion config reload`;"
+        " empty: no pid file.",
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may take to finish."
     )

@@ -97,6 +97,8 @@ class Dispatcher:
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown = breaker_cooldown
         self._breakers: dict[int, Breaker] = {}
+        # The target of each breaker, held so that its id is not reused while the breaker is kept.
+        self._breaker_targets: dict[int, Target] = {}
         self._in_flight: dict[str, int] = {}
         self._on_event = on_event or (lambda event, target, breaker_open: None)
 
@@ -104,7 +106,19 @@ class Dispatcher:
         breaker = self._breakers.get(id(target))
         if breaker is None:
             breaker = self._breakers[id(target)] = Breaker(self.breaker_threshold, self.breaker_cooldown)
+            self._breaker_targets[id(target)] = target
         return breaker
+
+    def retain(self, live: list[Target]) -> list[Target]:
+        """Forget the breakers of deployments no router uses any more (after a models-file reload);
+        returns those of them whose breaker was open. An unchanged deployment keeps its Target, and so
+        its breaker."""
+        keep = {id(t) for t in live}
+        gone = [t for key, t in self._breaker_targets.items() if key not in keep]
+        were_open = [t for t in gone if self._breakers[id(t)].opened_at is not None]
+        for target in gone:
+            del self._breakers[id(target)], self._breaker_targets[id(target)]
+        return were_open
 
     def in_flight(self, provider: str) -> int:
         return self._in_flight.get(provider, 0)

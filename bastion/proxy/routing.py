@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -88,15 +89,27 @@ class _Choices:
 
 
 class Router:
-    def __init__(self, catalog: Catalog, providers: dict[str, Provider]) -> None:
+    """One models file's routes. A reload builds a new Router and the gateway swaps it in; requests
+    resolved from an old one keep it (and its deployments) to their end: `active` counts them, and a
+    retired router's `on_idle` runs when its last one ends (then its retired pools can close)."""
+
+    def __init__(
+        self, catalog: Catalog, providers: dict[str, Provider], previous: Router | None = None
+    ) -> None:
         self.catalog = catalog
+        self.active = 0  # requests resolved from this router and not yet over
+        self.on_idle: Callable[[], None] | None = None  # set once retired while requests were active
+        # An unchanged deployment (same model, deployment and provider object) keeps its Target, so
+        # what is keyed by it (its circuit breaker) survives a reload.
+        kept = {} if previous is None else previous._reusable()
+
+        def target(model: ModelConfig, d: Deployment) -> Target:
+            provider = providers[d.provider]
+            found = kept.pop((model.id, d, id(provider)), None)  # once: a duplicate gets its own
+            return found if found is not None else Target(d, provider, ModelNameRestorer(d.model, model.id))
+
         self._choices = {
-            model.id: _Choices(
-                [
-                    Target(d, providers[d.provider], ModelNameRestorer(d.model, model.id))
-                    for d in model.deployments
-                ]
-            )
+            model.id: _Choices([target(model, d) for d in model.deployments])
             for model in catalog.models.values()
         }
         self._objects: list[dict[str, object]] = [
@@ -111,6 +124,17 @@ class Router:
             for model in catalog.models.values()
         ]
         self._objects_by_id = {o["id"]: o for o in self._objects}  # type: ignore[misc]
+
+    def _reusable(self) -> dict[tuple[str, Deployment, int], Target]:
+        return {
+            (model_id, t.deployment, id(t.provider)): t
+            for model_id, choices in self._choices.items()
+            for t in choices.targets
+        }
+
+    def all_targets(self) -> list[Target]:
+        """Every deployment a request resolved from this router may use."""
+        return [t for choices in self._choices.values() for t in choices.targets]
 
     def targets(self, model_id: str) -> list[Target]:
         """The model's deployments that take traffic (weight above zero)."""
