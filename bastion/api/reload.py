@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion")
 
 # Set by `bastion serve --workers N` for its workers: the supervisor's pid, which forwards SIGHUP to
-# every worker (bastion/cli/supervisor.py). Internal: not a setting.
+# every worker (bastion/cli/process.py). Internal: not a setting.
 SUPERVISOR_ENV = "_BASTION_SUPERVISOR_PID"
 
 
