@@ -186,7 +186,7 @@ async def flush_every(seconds: float = FLUSH_SECONDS) -> None:
 
 def upstream_event(event: str, target: Any, breaker_open: bool) -> None:
     UPSTREAM_EVENTS.labels(target.provider.name, event).inc()
-    BREAKER_OPEN.labels(f"{target.provider.name}/{target.deployment.model}").set(1 if breaker_open else 0)
+    BREAKER_OPEN.labels(_deployment(target)).set(1 if breaker_open else 0)
 
 
 def models_file_loaded(sha256: str, loaded_at: float, replaced: str | None = None) -> None:
@@ -207,11 +207,14 @@ def models_file_reloaded(ok: bool) -> None:
 
 def breakers_retired(targets: list[Any], live: list[Any]) -> None:
     """Deployments a reload removed with their breaker open: the breaker is gone, its gauge reads 0."""
-    kept = {f"{t.provider.name}/{t.deployment.model}" for t in live}
-    for target in targets:
-        label = f"{target.provider.name}/{target.deployment.model}"
-        if label not in kept:
-            BREAKER_OPEN.labels(label).set(0)
+    kept = {_deployment(t) for t in live}
+    for label in {_deployment(t) for t in targets} - kept:
+        BREAKER_OPEN.labels(label).set(0)
+
+
+def _deployment(target: Any) -> str:
+    """A deployment's label: provider/upstream model."""
+    return f"{target.provider.name}/{target.deployment.model}"
 
 
 def exposition() -> tuple[bytes, str]:

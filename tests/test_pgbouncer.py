@@ -76,19 +76,8 @@ def test_without_the_setting_the_pooler_breaks_bastion_with_the_error_the_issue_
 ) -> None:
     # The failure this setting exists for, seen through the same PgBouncer (a regression guard for the
     # harness too: a pooler that is not in transaction mode would let this pass).
-    runs = [_cli(pooled, {"BASTION_DATABASE_POOLER": "none"}, "accounts", "list") for _ in range(3)]
+    runs = [pooled.bastion("accounts", "list", env={"BASTION_DATABASE_POOLER": "none"}) for _ in range(3)]
     assert any(r.returncode != 0 and "prepared statement" in r.stderr for r in runs), [r.stderr for r in runs]
-
-
-def _cli(stack: Stack, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=inherited | stack.env() | extra,
-    )
 
 
 def test_the_cli_works_through_the_pooler_every_time(pooled: Stack) -> None:

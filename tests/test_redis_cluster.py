@@ -19,13 +19,14 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import gateway_models_file
+from conftest import PROVIDER_KEY, gateway_models_file
 from dashboard_client import person
 from metrics_scrape import scrape, value
-from provision import REDIS_URL, account_with_key, create_postgres_database, drop_postgres_database, migrated
+from provision import REDIS_URL
 from redis.crc import key_slot
 from redis_engines import RedisCluster, redis_cluster, redis_server_binary
 from stacks import Stack
+from test_shared_state import measure_warm_key
 from traffic import Traffic, shared_stack
 
 from bastion.billing.layout import SHARDS, KeyLayout, shard_of, shard_tags
@@ -185,10 +186,7 @@ def test_resharding_the_accounts_slot_during_traffic_loses_nothing(
         for reply in ("moved", "ask", "tryagain")
     }
     assert followed["tryagain"] + followed["ask"] > 0 and followed["moved"] > 0, followed
-    records = clustered.wait_records(account_id, len(traffic.served), timeout=30)
-    assert len({r.request_id for r in records}) == len(traffic.served)
-    assert clustered.balance(account_id) == USD - len(traffic.served) * ONE_REQUEST
-    assert clustered.bastion("ledger", "check").returncode == 0
+    traffic.assert_billed_once(account_id, USD, ONE_REQUEST)
 
 
 def test_a_cluster_url_without_cluster_mode_is_one_clear_line(cluster: RedisCluster, tmp_path: Path) -> None:
@@ -278,28 +276,14 @@ def test_the_layout_spreads_slot_groups_over_the_slots() -> None:
 async def test_a_warm_key_costs_two_round_trips_on_the_cluster(
     cluster: RedisCluster, upstream: Any, blackhole_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_shared_state import _measure
-
-    from bastion.api.app import BastionApp
-    from bastion.config import Settings, load_catalog
-
-    monkeypatch.setenv("BASTION_TEST_UPSTREAM_KEY", "sk-upstream-secret")
-    database = create_postgres_database()
+    monkeypatch.setenv("BASTION_TEST_UPSTREAM_KEY", PROVIDER_KEY)
+    config = tmp_path / "bastion.yaml"
+    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
     prefix = f"hot-{secrets.token_hex(4)}:"
     try:
-        await migrated(database)
-        _, _, key = await account_with_key(database, "hot", USD)
-        config = tmp_path / "bastion.yaml"
-        config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
-        settings = Settings(config=config, database_url=database, redis_url=cluster.url, redis_prefix=prefix)
-        app = BastionApp(settings, load_catalog(config))
-        await app.startup()
-        try:
-            await _measure(app, key)
-        finally:
-            await app.shutdown()
+        await measure_warm_key(cluster.url, prefix, config)
     finally:
-        drop_postgres_database(database)
+        cluster.delete_all(f"{prefix}*")
 
 
 def test_a_masters_failover_mid_traffic_is_followed_and_loses_no_usage(
@@ -323,10 +307,7 @@ def test_a_masters_failover_mid_traffic_is_followed_and_loses_no_usage(
             print(f"served again {recovered:.2f} s after the kill: {len(traffic.served)} served")
             assert recovered < 10
             assert {status for status, _ in traffic.refused} <= {503}, traffic.refused[:3]
-            records = stack.wait_records(account_id, len(traffic.served), timeout=30)
-            assert len({r.request_id for r in records}) == len(traffic.served)
-            assert stack.balance(account_id) == USD - len(traffic.served) * ONE_REQUEST
-            assert stack.bastion("ledger", "check").returncode == 0
+            traffic.assert_billed_once(account_id, USD, ONE_REQUEST)
 
 
 def test_the_dashboard_signs_in_and_shows_the_cluster(clustered: Stack) -> None:

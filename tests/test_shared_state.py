@@ -142,13 +142,21 @@ async def test_a_warm_key_costs_no_sql_and_two_redis_round_trips(
     upstream: MockUpstream, blackhole_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BASTION_TEST_UPSTREAM_KEY", PROVIDER_KEY)
-    database = create_postgres_database()
     prefix = f"hot-{secrets.token_hex(4)}:"
+    try:
+        await measure_warm_key(REDIS_URL, prefix, _models_file(upstream, blackhole_port, tmp_path))
+    finally:
+        delete_redis_keys(REDIS_URL, prefix)
+
+
+async def measure_warm_key(redis_url: str, prefix: str, config: Path) -> None:
+    """A Bastion in this process on a fresh PostgreSQL database and `redis_url`: a warm key's requests
+    cost no SQL and exactly one script before forwarding and one after."""
+    database = create_postgres_database()
     try:
         await migrated(database)
         _, _, key = await account_with_key(database, "hot", NANO_PER_USD)
-        config = _models_file(upstream, blackhole_port, tmp_path)
-        settings = Settings(config=config, database_url=database, redis_url=REDIS_URL, redis_prefix=prefix)
+        settings = Settings(config=config, database_url=database, redis_url=redis_url, redis_prefix=prefix)
         app = BastionApp(settings, load_catalog(config))
         await app.startup()
         try:
@@ -157,7 +165,6 @@ async def test_a_warm_key_costs_no_sql_and_two_redis_round_trips(
             await app.shutdown()
     finally:
         drop_postgres_database(database)
-        delete_redis_keys(REDIS_URL, prefix)
 
 
 async def _measure(app: BastionApp, key: str) -> None:

@@ -85,3 +85,12 @@ class Traffic:
         later = moment + 0.5
         assert poll(lambda: any(t > later for t in self.served), timeout), f"not served again in {timeout} s"
         return next(t for t in self.served if t > later) - moment
+
+    def assert_billed_once(self, account_id: str, credit_nano: int, cost_nano: int) -> None:
+        """Every request served has exactly one usage record, the balance is exact to the nano, and
+        `bastion ledger check` passes."""
+        served = len(self.served)
+        records = self.stack.wait_records(account_id, served, timeout=30)
+        assert len({r.request_id for r in records}) == served
+        assert self.stack.balance(account_id) == credit_nano - served * cost_nano
+        assert self.stack.bastion("ledger", "check").returncode == 0

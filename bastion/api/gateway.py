@@ -178,9 +178,7 @@ class Gateway:
                 await self._forward(plan, outcome)
         finally:
             plan.discard()
-            router.active -= 1
-            if router.on_idle is not None and not router.active:
-                router.on_idle()  # a reload retired this router: this was its last request
+            router.release()
 
     @asynccontextmanager
     async def _admitted(self, admitting: Awaitable[Ticket], exchange: Exchange) -> AsyncIterator[Outcome]:
@@ -225,9 +223,7 @@ class Gateway:
             async with self._admitted(admitting, exchange) as outcome:
                 await self._forward_upload(endpoint, route, upload, form, exchange, outcome)
         finally:
-            router.active -= 1
-            if router.on_idle is not None and not router.active:
-                router.on_idle()
+            router.release()
 
     async def _forward_upload(
         self,

@@ -69,11 +69,18 @@ Locate = Callable[[], Awaitable[tuple[str, int]]]
 
 class RedisChannel:
     """`locate`, when given, names the server's address at each connection (the primary Sentinel
-    reports now)."""
+    reports now); `replicated`: the server is a primary whose replica a failover would promote."""
 
-    def __init__(self, endpoint: Endpoint | str, timeout: float = 5.0, locate: Locate | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint | str,
+        timeout: float = 5.0,
+        locate: Locate | None = None,
+        replicated: bool = False,
+    ) -> None:
         self.endpoint = Endpoint.from_url(endpoint) if isinstance(endpoint, str) else endpoint
         self._locate = locate
+        self._replicated = replicated
         self.timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
@@ -123,6 +130,10 @@ class RedisChannel:
         for reply in replies:  # a caller that stops at the first failure leaves the others unawaited
             reply.add_done_callback(_retrieve)
         return replies
+
+    def has_replica(self, key: str) -> bool:
+        """Writes to `key` must reach a replica to survive a failover."""
+        return self._replicated
 
     async def run_then_wait(
         self, script: Script, keys: list[str], args: list[Arg], wait_ms: int

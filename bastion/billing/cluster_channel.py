@@ -47,7 +47,6 @@ class ClusterChannel:
         self._owners: list[RedisChannel | None] = [None] * SLOTS
         self._nodes: dict[tuple[str, int], RedisChannel] = {}
         self._refreshing: asyncio.Task[None] | None = None
-        self._scripts: list[Script] = []
         self._tasks: set[asyncio.Future[Any]] = set()  # redirections being followed
         self._replicated: set[RedisChannel] = set()  # masters that have a replica
 
@@ -167,7 +166,8 @@ class ClusterChannel:
         return owner
 
     def has_replica(self, key: str) -> bool:
-        """The master of `key`'s slot had a replica at the last look at the slot map."""
+        """The master of `key`'s slot had a replica at the last look at the slot map (a failover would
+        promote it)."""
         return self._owners[key_slot(key.encode())] in self._replicated
 
     async def run_then_wait(
@@ -208,7 +208,6 @@ class ClusterChannel:
         await self.refresh()
 
     async def load_scripts(self, scripts: Sequence[Script]) -> None:
-        self._scripts = list(scripts)
         for node in self.masters():
             await node.load_scripts(scripts)
 

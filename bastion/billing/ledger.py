@@ -108,7 +108,7 @@ class RedisLedger(LedgerWriter):
         super().__init__(store, flush_seconds)
         # Stream reads on a connection of their own (raw replies: no per-entry parsing by redis-py).
         self.reads = live.open_channel()
-        self.streams = live.streams  # one, or one per slot group of a cluster: this instance reads all
+        self.streams = live.layout.streams  # one, or one per slot group of a cluster: this instance reads all
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.step_seconds = flush_seconds / STEPS_PER_FLUSH
         self._claimed_at = float("-inf")

@@ -19,15 +19,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bastion.billing.channel import Arg, Script
-from bastion.billing.cluster_channel import ClusterChannel
 from bastion.billing.layout import KeyLayout
 from bastion.billing.redis_engines import Channel, check_mode, open_channel
-from bastion.billing.redis_target import RedisTarget, client_for, parse_redis_url
+from bastion.billing.redis_target import RedisSetupError, RedisTarget, client_for, parse_redis_url
 from bastion.db.ledger_sql import encode_row
 from bastion.db.store import CreditState, UsageRow
 
@@ -217,8 +217,6 @@ class RedisLive(LiveState):
         self.layout = KeyLayout(prefix, self.target.tagged)
         self.redis = client_for(self.target)
         self.channel = self.open_channel()
-        self.prefix = prefix
-        self.streams = self.layout.streams
         scripts = resources.files("bastion.billing")
         buckets = scripts.joinpath("buckets.lua").read_text()
 
@@ -231,6 +229,24 @@ class RedisLive(LiveState):
         self._status = script("key_status.lua")
         self._load = script("load_account.lua", prelude="")
         self._load_spend = script("load_key_spend.lua", prelude="")
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str) -> RedisLive:
+        """A started RedisLive, or RedisSetupError saying in one line why not: a bad URL, the wrong kind
+        of server for its scheme, none reachable (what the CLI and `bastion serve` tell an operator)."""
+        try:
+            live = cls(url, prefix)
+        except ValueError as exc:
+            raise RedisSetupError(f"BASTION_REDIS_URL: {exc}") from None
+        try:
+            await live.start()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            await live.close()
+            raise RedisSetupError(f"cannot reach {live.target.describe()}: {exc}") from None
+        except BaseException:
+            await live.close()
+            raise
+        return live
 
     def open_channel(self) -> Channel:
         """A channel of its own to this target (the ledger reads on one)."""
@@ -263,16 +279,11 @@ class RedisLive(LiveState):
     ) -> Awaitable[int]:
         keys = self.layout.settle_keys(hold.account_id, hold.key_id, period)
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
-        if self._kept_by_replica(keys[0]):
+        # Where a replica may be promoted in its server's place, the settlement waits for one to have
+        # it (what a promoted replica lacks would be lost).
+        if self.channel.has_replica(keys[0]):
             return asyncio.ensure_future(self._settle_kept(keys, args))
         return self.channel.submit_script(self._settle, keys, args)
-
-    def _kept_by_replica(self, key: str) -> bool:
-        """Whether a settlement must wait for a replica: behind Sentinel always, on a cluster when its
-        slot's master has one (a failover promotes a replica: what it lacks would be lost)."""
-        if self.target.mode == "cluster":
-            return cast(ClusterChannel, self.channel).has_replica(key)
-        return self.target.mode == "sentinel"
 
     async def _settle_kept(self, keys: list[str], args: list[Arg]) -> int:
         balance, replicas = await self.channel.run_then_wait(self._settle, keys, args, REPLICA_WAIT_MS)

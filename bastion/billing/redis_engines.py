@@ -8,7 +8,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bastion.billing.channel import Arg, Endpoint, RedisChannel
+from bastion.billing.channel import Arg, Endpoint, Locate, RedisChannel
 from bastion.billing.cluster_channel import ClusterChannel
 from bastion.billing.redis_target import RedisSetupError, RedisTarget, sentinel_for
 
@@ -28,10 +28,11 @@ def open_channel(target: RedisTarget) -> Channel:
     if target.db:
         handshake.append(("SELECT", target.db))
     endpoint = Endpoint("", 0, tls=target.tls, handshake=tuple(handshake))
-    return RedisChannel(endpoint, locate=primary_locator(sentinel_for(target), target.service))
+    locate = primary_locator(sentinel_for(target), target.service)
+    return RedisChannel(endpoint, locate=locate, replicated=True)
 
 
-def primary_locator(sentinel: Sentinel, service: str) -> Any:
+def primary_locator(sentinel: Sentinel, service: str) -> Locate:
     async def locate() -> tuple[str, int]:
         try:
             host, port = await sentinel.discover_master(service)

@@ -12,9 +12,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from bastion.billing.live import RedisLive
 from bastion.billing.redis_target import RedisSetupError
 from bastion.cli import keys as key_commands
@@ -88,21 +85,16 @@ def _run(
     async def go() -> int:
         settings = Settings()
         try:
-            live = RedisLive(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
-        except ValueError as exc:
-            raise InputError(f"BASTION_REDIS_URL: {exc}") from None
-        try:
             store = Store.from_settings(settings)
         except ValueError as exc:
             raise InputError(f"BASTION_DATABASE_URL: {exc}") from None
+        live = None
         try:
-            if live is not None:
+            if settings.redis_url:
                 try:
-                    await live.start()
+                    live = await RedisLive.connect(settings.redis_url, settings.redis_prefix)
                 except RedisSetupError as exc:
                     raise InputError(str(exc)) from None
-                except (RedisConnectionError, RedisTimeoutError) as exc:
-                    raise InputError(f"cannot reach Redis ({live.target.describe()}): {exc}") from None
             return await operation(Management(store, live), args)
         finally:
             if live is not None:

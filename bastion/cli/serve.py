@@ -170,24 +170,14 @@ async def _redis_problem(settings: Settings) -> str | None:
     """None if BASTION_REDIS_URL (when set) leads to a Redis Bastion can use, else what is wrong."""
     if not settings.redis_url:
         return None
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
     from bastion.billing.live import RedisLive
     from bastion.billing.redis_target import RedisSetupError
 
     try:
-        live = RedisLive(settings.redis_url, settings.redis_prefix)
-    except ValueError as exc:
-        return f"BASTION_REDIS_URL: {exc}"
-    try:
-        await live.start()
+        live = await RedisLive.connect(settings.redis_url, settings.redis_prefix)
     except RedisSetupError as exc:
         return str(exc)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        return f"cannot reach {live.target.describe()}: {exc}"
-    finally:
-        await live.close()
+    await live.close()
     return None
 
 

@@ -125,6 +125,12 @@ class Router:
         ]
         self._objects_by_id = {o["id"]: o for o in self._objects}  # type: ignore[misc]
 
+    def release(self) -> None:
+        """A request resolved from this router (`active += 1`) is over."""
+        self.active -= 1
+        if self.on_idle is not None and not self.active:
+            self.on_idle()  # a reload retired this router: this was its last request
+
     def _reusable(self) -> dict[tuple[str, Deployment, int], Target]:
         return {
             (model_id, t.deployment, id(t.provider)): t
