@@ -94,7 +94,11 @@ MODELS_FILE_RELOADS = Counter(
     ["result"],
 )
 
-_REFUSALS = {"rate_limit_exceeded": "rate_limited", "insufficient_funds": "insufficient_funds"}
+_REFUSALS = {
+    "rate_limit_exceeded": "rate_limited",
+    "insufficient_funds": "insufficient_funds",
+    "key_budget_exceeded": "key_budget_exceeded",
+}
 FLUSH_SECONDS = 1.0
 
 Labels = tuple[str, ...]

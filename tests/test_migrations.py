@@ -24,6 +24,7 @@ TABLES = [
     "credit_transactions",
     "dashboard_sessions",
     "dashboard_users",
+    "refusals_daily",
     "usage_daily",
     "usage_records",
 ]

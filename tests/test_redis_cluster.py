@@ -265,7 +265,9 @@ def test_the_layout_spreads_slot_groups_over_the_slots() -> None:
             *(layout.bucket(h, "k"), layout.account(h, "acct-9"), layout.holds(h, "acct-9")),
             *(layout.revoked(h, "k"), layout.key_version(h, "k"), layout.key_spend(h, "k", "d1")),
             *(layout.key_holds(h, "k"), layout.in_flight(h, "k")),
+            *(layout.refused(h, "k"), layout.tallies("acct-9")),
         ]
+        assert layout.tallies("acct-9") in layout.refusal_tallies
         assert layout.settle_keys("acct-9", "k", "d1") == [
             *(layout.bucket(h, "k"), layout.account(h, "acct-9"), layout.holds(h, "acct-9")),
             *(layout.stream("acct-9"), layout.key_spend(h, "k", "d1")),

@@ -50,6 +50,10 @@ from bastion.proxy.routing import Route, Router, Target
 
 log = logging.getLogger("bastion.gateway")
 SHARED_STATE_DOWN = (RedisConnectionError, RedisTimeoutError)
+# Refused before admission (admission counts its own refusals): counted per key, day and code with the
+# rate-limit headers' read of the live state, in that same round trip. Not for the key's own routes.
+_COUNTED_REFUSALS = frozenset({"invalid_request", "model_not_found", "request_too_large"})
+_SELF_ROUTES = frozenset({"models", "key", "requests"})
 _STATE_DOWN = "Bastion cannot reach its rate-limit and credit store right now; retry shortly."
 
 
@@ -125,8 +129,9 @@ class Gateway:
             return
         if "x-ratelimit-limit-requests" in error.headers:
             return
+        counted = error.code in _COUNTED_REFUSALS and exchange.endpoint not in _SELF_ROUTES
         try:
-            exchange.headers += await self.admission.limit_headers(principal)
+            exchange.headers += await self.admission.limit_headers(principal, error.code if counted else None)
         except Exception:
             log.warning("rate-limit headers unavailable request_id=%s", exchange.request_id, exc_info=True)
 
@@ -164,7 +169,7 @@ class Gateway:
             raise model_not_found(model_id)
         router = self.router  # this request's routes to its end, even if a reload swaps in new ones
         route = router.resolve(model_id, endpoint.kind)
-        exchange.model, exchange.upstream = route.model.id, route.target.provider.name
+        exchange.model = route.model.id
         admitting = self.admission.begin(
             principal, route, body, exchange.record_id, endpoint, len(raw), exchange.client_request_id
         )
@@ -213,7 +218,7 @@ class Gateway:
             raise model_not_found(model_id)
         router = self.router
         route = router.resolve(model_id, endpoint.kind)
-        exchange.model, exchange.upstream = route.model.id, route.target.provider.name
+        exchange.model = route.model.id
         form = upload.form
         admitting = self.admission.begin(
             principal, route, form, exchange.record_id, endpoint, upload.size, exchange.client_request_id
@@ -250,6 +255,7 @@ class Gateway:
         try:
             # One deployment only: the upload can be sent once. No hang-up watch either: the upload
             # itself is what reads from the client.
+            exchange.upstream = route.target.provider.name  # admitted: the access line names it
             sent = time.perf_counter()
             opened = await self.dispatcher.open(route, [route.target], build, stream=False)
             exchange.upstream_seconds = time.perf_counter() - sent
@@ -299,6 +305,7 @@ class Gateway:
         endpoint, route, exchange = plan.endpoint, plan.route, plan.exchange
         watch = exchange.watch_disconnect()
         opened: Opened | None = None
+        exchange.upstream = route.target.provider.name  # admitted: the access line names it
         try:
             plan.sending()
             opened = await self.dispatcher.open(

@@ -101,6 +101,14 @@ def key_object(principal: Principal, status: KeyStatus, window: Window) -> dict[
         "allowed_models": sorted(principal.allowed_models) if principal.allowed_models is not None else None,
         "expires_at": _iso(expires) if expires is not None else None,
         "account_available_credit_usd": decimal_usd(status.available_nano or 0),
+        # Requests of this key refused before they were served (402, 429, validation) since 00:00 UTC:
+        # counted, not recorded (GET /v1/requests has no record of them).
+        "refused_today": status.refused_today,
+        "last_refusal": (
+            {"code": last.code, "at": _iso(last.at.timestamp())}
+            if (last := status.last_refusal) is not None
+            else None
+        ),
     }
 
 

@@ -128,6 +128,9 @@ class Admission(Protocol):
         `started`: the `start_settlement` already sent for this outcome, if any."""
         ...
 
-    async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
-        """Rate-limit headers for an authenticated answer that admitted nothing."""
+    async def limit_headers(
+        self, principal: Principal, refused: str | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """Rate-limit headers for an authenticated answer that admitted nothing; `refused`: the error
+        code of a request refused before admission, counted with them."""
         ...

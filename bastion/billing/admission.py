@@ -173,10 +173,14 @@ class CreditAdmission:
             raise model_not_found(route.model.id)
         return fresh
 
-    async def limit_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
-        """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body)."""
-        now = await self.live.peek(principal.key_id, principal.account_id, principal.rpm, principal.tpm)
-        return ratelimit_headers(principal.rpm, principal.tpm, now)
+    async def limit_headers(
+        self, principal: Principal, refused: str | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """The rate-limit headers for an answer that admitted nothing (a listing, a rejected body);
+        `refused`: the error code of a request refused before admission, counted in the same read."""
+        p = principal
+        now = await self.live.peek(p.key_id, p.account_id, p.rpm, p.tpm, refused)
+        return ratelimit_headers(p.rpm, p.tpm, now)
 
     def bill(self, ticket: Ticket, outcome: Outcome) -> Bill:
         meter: Meter = ticket.meter

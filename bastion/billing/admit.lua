@@ -2,16 +2,18 @@
 -- token buckets), the account's credit, the key's budget for its period and its requests in flight.
 -- KEYS: 1 key's bucket hash, 2 account hash, 3 account reservations zset, 4 key's revocation marker,
 --       5 key's settings version, 6 key's spend in the period (hash), 7 key's holds hash,
---       8 key's requests in flight (zset)
+--       8 key's requests in flight (zset), 9 key's refusals hash, 10 the slot group's refusal tallies
 -- ARGV: 1 rpm, 2 tpm, 3 tokens to reserve, 4 nano-USD to reserve, 5 reservation member,
---       6 reservation ttl ms, 7 key settings version, 8 key budget nano (-1: none), 9 max in flight (0: none)
+--       6 reservation ttl ms, 7 key settings version, 8 key budget nano (-1: none), 9 max in flight (0: none),
+--       10 account id, 11 key id
 -- Returns {code, req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, retry_ms, available_nano,
 --          balance_nano, key_spent_nano, key_reserved_nano, in_flight}
 -- code: 0 admitted, 1 revoked, 2 account unknown to Redis (load it, retry), 3 larger than the tpm limit,
 --       4 request limit, 5 token limit, 6 credit held by in-flight requests, 7 credit exhausted,
 --       8 the key's settings changed (reload it, retry), 9 the key's spend unknown to Redis (load, retry),
 --       10 budget held by in-flight requests, 11 budget exhausted, 12 too many requests in flight
--- (buckets.lua is prepended: `now` and `refill`)
+-- A refusal (codes 3-7 and 10-12) is counted (refusal_counts.lua) under the code the client is answered.
+-- (buckets.lua and refusal_counts.lua are prepended: `now`, `refill`, `count_refusal`)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want_tokens, want_nano = tonumber(ARGV[3]), tonumber(ARGV[4])
 local budget, parallel = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -52,17 +54,24 @@ local function answer(code, retry_ms)
           math.ceil(retry_ms), available, balance, key_spent, key_reserved, in_flight}
 end
 
-if want_tokens > tpm then return answer(3, 0) end
-if parallel > 0 and in_flight >= parallel then return answer(12, 1000) end
-if requests < 1 then return answer(4, (1 - requests) * 60000 / rpm) end
-if tokens < want_tokens then return answer(5, (want_tokens - tokens) * 60000 / tpm) end
+local function refuse(code, retry_ms, answered)
+  count_refusal(KEYS[9], KEYS[10], ARGV[10], ARGV[11], answered)
+  return answer(code, retry_ms)
+end
+
+if want_tokens > tpm then return refuse(3, 0, 'rate_limit_exceeded') end
+if parallel > 0 and in_flight >= parallel then return refuse(12, 1000, 'rate_limit_exceeded') end
+if requests < 1 then return refuse(4, (1 - requests) * 60000 / rpm, 'rate_limit_exceeded') end
+if tokens < want_tokens then
+  return refuse(5, (want_tokens - tokens) * 60000 / tpm, 'rate_limit_exceeded')
+end
 if budget >= 0 and key_spent + key_reserved + want_nano > budget then
-  if key_spent + want_nano <= budget then return answer(10, 1000) end
-  return answer(11, 0)
+  if key_spent + want_nano <= budget then return refuse(10, 1000, 'key_budget_exceeded') end
+  return refuse(11, 0, 'key_budget_exceeded')
 end
 if available < want_nano then
-  if balance >= want_nano then return answer(6, 1000) end
-  return answer(7, 0)
+  if balance >= want_nano then return refuse(6, 1000, 'insufficient_funds') end
+  return refuse(7, 0, 'insufficient_funds')
 end
 
 requests = requests - 1

@@ -52,6 +52,8 @@ class KeyLayout:
         else:
             self._heads = (prefix,)
             self.streams = (f"{prefix}ledger",)
+        # Each slot group's refusal tallies (refusal_counts.lua), read and emptied by the ledger writer.
+        self.refusal_tallies = tuple(f"{head}refusals" for head in self._heads)
 
     def _shard(self, account_id: str) -> int:
         """The account's index in `_heads` and `streams` (untagged: the one of each)."""
@@ -68,7 +70,8 @@ class KeyLayout:
     # ~0.6 us more per request).
     def admit_keys(self, account_id: str, key_id: str, period: str) -> list[str]:
         """admit.lua's KEYS."""
-        h = self._heads[self._shard(account_id)]
+        shard = self._shard(account_id)
+        h = self._heads[shard]
         return [
             f"{h}bucket:{key_id}",
             f"{h}account:{account_id}",
@@ -78,6 +81,8 @@ class KeyLayout:
             f"{h}kspend:{key_id}:{period}",
             f"{h}kheld:{key_id}",
             f"{h}inflight:{key_id}",
+            f"{h}refused:{key_id}",
+            self.refusal_tallies[shard],
         ]
 
     def settle_keys(self, account_id: str, key_id: str, period: str) -> list[str]:
@@ -126,6 +131,13 @@ class KeyLayout:
     @staticmethod
     def in_flight(head: str, key_id: str) -> str:
         return f"{head}inflight:{key_id}"
+
+    @staticmethod
+    def refused(head: str, key_id: str) -> str:
+        return f"{head}refused:{key_id}"
+
+    def tallies(self, account_id: str) -> str:
+        return self.refusal_tallies[self._shard(account_id)]
 
     def key_cache(self, key_hash: str) -> str:
         return f"{self.prefix}key:{key_hash}"

@@ -29,6 +29,7 @@ from bastion.billing.layout import KeyLayout
 from bastion.billing.redis_engines import Channel, check_mode, open_channel
 from bastion.billing.redis_target import RedisSetupError, RedisTarget, client_for, parse_redis_url
 from bastion.db.ledger_sql import encode_row
+from bastion.db.refusals import LastRefusal, RefusalTally, at_ms, day_number, tally_of
 from bastion.db.store import CreditState, UsageRow
 
 RESERVATION_TTL_MS = 15 * 60 * 1000
@@ -40,6 +41,17 @@ T = TypeVar("T")
 ADMITTED, REVOKED, UNKNOWN_ACCOUNT, TOO_LARGE = 0, 1, 2, 3
 REQUEST_LIMIT, TOKEN_LIMIT, CREDIT_IN_FLIGHT, CREDIT_EXHAUSTED = 4, 5, 6, 7
 KEY_CHANGED, UNKNOWN_KEY_SPEND, BUDGET_IN_FLIGHT, BUDGET_EXHAUSTED, TOO_MANY_IN_FLIGHT = 8, 9, 10, 11, 12
+# The refusals among them, and the error code each is counted (and answered) under, as admit.lua has it.
+REFUSED_AS = {
+    TOO_LARGE: "rate_limit_exceeded",
+    REQUEST_LIMIT: "rate_limit_exceeded",
+    TOKEN_LIMIT: "rate_limit_exceeded",
+    TOO_MANY_IN_FLIGHT: "rate_limit_exceeded",
+    CREDIT_IN_FLIGHT: "insufficient_funds",
+    CREDIT_EXHAUSTED: "insufficient_funds",
+    BUDGET_IN_FLIGHT: "key_budget_exceeded",
+    BUDGET_EXHAUSTED: "key_budget_exceeded",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,8 @@ class KeyStatus:
     key_spent_nano: int | None
     key_reserved_nano: int
     in_flight: int
+    refused_today: int = 0  # requests of this key refused since 00:00 UTC
+    last_refusal: LastRefusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +175,20 @@ class LiveState(ABC):
         return await self.send_admit(hold, rpm)
 
     @abstractmethod
-    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
-        """The key's buckets now, consuming nothing (for answers that admit nothing)."""
+    async def peek(
+        self, key_id: str, account_id: str, rpm: int, tpm: int, refused: str | None = None
+    ) -> AdmitResult:
+        """The key's buckets now, consuming nothing (for answers that admit nothing); with `refused`
+        (the error code of a request refused before admission), that refusal is counted too."""
+
+    @abstractmethod
+    async def take_refusals(self) -> list[RefusalTally]:
+        """The refusals counted since the last take (admissions refused, and `peek(refused=...)`), per
+        day, key and code, for the database; taken, they are no longer here."""
+
+    @abstractmethod
+    async def return_refusals(self, tallies: list[RefusalTally]) -> None:
+        """Tallies taken for a database write that failed, given back for the next one."""
 
     @abstractmethod
     def send_settle(
@@ -223,12 +249,15 @@ class RedisLive(LiveState):
         def script(name: str, prelude: str = buckets) -> Script:
             return Script.of(prelude + scripts.joinpath(name).read_text())
 
-        self._admit = script("admit.lua")
+        counting = buckets + scripts.joinpath("refusal_counts.lua").read_text()
+        self._admit = script("admit.lua", prelude=counting)
         self._settle = script("settle.lua")
-        self._peek = script("peek.lua")
+        self._peek = script("peek.lua", prelude=counting)
         self._status = script("key_status.lua")
         self._load = script("load_account.lua", prelude="")
         self._load_spend = script("load_key_spend.lua", prelude="")
+        self._take_refusals = script("take_refusals.lua", prelude="")
+        self._return_refusals = script("return_refusals.lua", prelude="")
 
     @classmethod
     async def connect(cls, url: str, prefix: str) -> RedisLive:
@@ -255,7 +284,16 @@ class RedisLive(LiveState):
     async def start(self) -> None:
         await self.channel.start()
         await check_mode(self.target, self.redis)
-        scripts = (self._admit, self._settle, self._load, self._peek, self._status, self._load_spend)
+        scripts = (
+            self._admit,
+            self._settle,
+            self._load,
+            self._peek,
+            self._status,
+            self._load_spend,
+            self._take_refusals,
+            self._return_refusals,
+        )
         await self.channel.load_scripts(scripts)
 
     async def close(self) -> None:
@@ -266,13 +304,36 @@ class RedisLive(LiveState):
         keys = self.layout.admit_keys(hold.account_id, hold.key_id, hold.period)
         budget = -1 if hold.budget_nano is None else hold.budget_nano
         args = [rpm, hold.tpm, hold.tokens, hold.nano, hold.member, RESERVATION_TTL_MS]
-        args += [hold.version, budget, hold.max_parallel or 0]
+        args += [hold.version, budget, hold.max_parallel or 0, hold.account_id, hold.key_id]
         call = self.channel.submit_script(self._admit, keys, args)
         return PendingAdmission(call.reply, _reply_admits, _admit_result(call))
 
-    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
-        bucket = self.layout.bucket(self.layout.head(account_id), key_id)
-        return AdmitResult(*await self.channel.evalsha(self._peek, [bucket], [rpm, tpm]))
+    async def peek(
+        self, key_id: str, account_id: str, rpm: int, tpm: int, refused: str | None = None
+    ) -> AdmitResult:
+        layout = self.layout
+        head = layout.head(account_id)
+        keys, args = [layout.bucket(head, key_id)], [rpm, tpm]
+        if refused is not None:
+            keys += [layout.refused(head, key_id), layout.tallies(account_id)]
+            args += [refused, account_id, key_id]
+        return AdmitResult(*await self.channel.evalsha(self._peek, keys, args))
+
+    async def take_refusals(self) -> list[RefusalTally]:
+        names = self.layout.refusal_tallies
+        taken = await asyncio.gather(*(self.channel.evalsha(self._take_refusals, [n], []) for n in names))
+        return [tally for flat in taken for tally in _tallies(flat)]
+
+    async def return_refusals(self, tallies: list[RefusalTally]) -> None:
+        by_name: dict[str, list[Arg]] = {}
+        for t in tallies:
+            tally = f"{day_number(t.day)}|{t.account_id}|{t.key_id}|{t.code}"
+            by_name.setdefault(self.layout.tallies(t.account_id), []).extend(
+                (tally, t.count, int(t.last_at.timestamp() * 1000))
+            )
+        await asyncio.gather(
+            *(self.channel.evalsha(self._return_refusals, [name], args) for name, args in by_name.items())
+        )
 
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
@@ -316,12 +377,14 @@ class RedisLive(LiveState):
             layout.key_spend(head, key_id, period),
             layout.key_holds(head, key_id),
             layout.in_flight(head, key_id),
+            layout.refused(head, key_id),
         ]
         reply = await self.channel.evalsha(self._status, keys, [rpm, tpm])
         buckets = AdmitResult(*reply[:8])
         available = reply[6] if reply[8] else None
         spent = reply[9] if reply[10] else None
-        return KeyStatus(buckets, available, spent, reply[11], reply[12])
+        last = LastRefusal(reply[15].decode(), at_ms(reply[14])) if reply[14] else None
+        return KeyStatus(buckets, available, spent, reply[11], reply[12], reply[13], last)
 
     async def load_account(self, account_id: str, state: CreditState) -> None:
         keys = [self.layout.account(self.layout.head(account_id), account_id)]
@@ -341,6 +404,18 @@ class RedisLive(LiveState):
 class Unreplicated(RedisConnectionError):
     """Settled on the primary, but no replica has it yet: a failover now could lose it, so its record
     is written to the database as well (idempotent by request id)."""
+
+
+def _tallies(flat: list[bytes]) -> list[RefusalTally]:
+    """take_refusals.lua's answer: c|<day>|<account>|<key>|<code> -> count, t|... -> last epoch ms."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    tallies = []
+    for name, count in fields.items():
+        if name.startswith(b"c|"):
+            day, account_id, key_id, code = name[2:].decode().split("|")
+            last_ms = int(fields.get(b"t|" + name[2:], 0))
+            tallies.append(tally_of(int(day), account_id, key_id, code, int(count), last_ms))
+    return tallies
 
 
 async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:

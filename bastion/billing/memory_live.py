@@ -15,6 +15,7 @@ from bastion.billing.live import (
     CREDIT_EXHAUSTED,
     CREDIT_IN_FLIGHT,
     KEY_CHANGED,
+    REFUSED_AS,
     REQUEST_LIMIT,
     RESERVATION_TTL_MS,
     REVOKED,
@@ -32,7 +33,10 @@ from bastion.billing.live import (
     ready,
     result_admits,
 )
+from bastion.db.refusals import LastRefusal, RefusalTally, at_ms, day_number, tally_of
 from bastion.db.store import CreditState, UsageRow
+
+_DAY_MS = 86_400_000
 
 
 @dataclass(slots=True)
@@ -101,9 +105,27 @@ class MemoryLive(LiveState):
         self._spent: dict[str, tuple[str, int]] = {}  # key id -> (its current period, spend in it)
         self._key_holds: dict[str, _Holds] = {}
         self.pending: list[UsageRow] = []  # drained by the ledger writer
+        # refusal_counts.lua's: per key (day, refused that day, last ms, last code); per (day, account,
+        # key, code) [count, last ms], taken by the ledger writer.
+        self._refused: dict[str, tuple[int, int, float, str]] = {}
+        self._tallies: dict[tuple[int, str, str, str], list[float]] = {}
+
+    def _count_refusal(self, account_id: str, key_id: str, code: str) -> None:
+        now = time.time() * 1000
+        day = int(now // _DAY_MS)
+        tally = self._tallies.setdefault((day, account_id, key_id, code), [0, now])
+        tally[0] += 1
+        tally[1] = now
+        known = self._refused.get(key_id)
+        today = known[1] if known is not None and known[0] == day else 0
+        self._refused[key_id] = (day, today + 1, now, code)
 
     def send_admit(self, hold: Reservation, rpm: int) -> PendingAdmission:
-        answer = ready(self._admit_now(hold, rpm))
+        result = self._admit_now(hold, rpm)
+        refused = REFUSED_AS.get(result.code)
+        if refused is not None:
+            self._count_refusal(hold.account_id, hold.key_id, refused)
+        answer = ready(result)
         return PendingAdmission(answer, result_admits, answer)
 
     def _admit_now(self, hold: Reservation, rpm: int) -> AdmitResult:
@@ -156,7 +178,11 @@ class MemoryLive(LiveState):
         available -= hold.nano
         return answer(ADMITTED, 0)
 
-    async def peek(self, key_id: str, account_id: str, rpm: int, tpm: int) -> AdmitResult:
+    async def peek(
+        self, key_id: str, account_id: str, rpm: int, tpm: int, refused: str | None = None
+    ) -> AdmitResult:
+        if refused is not None:
+            self._count_refusal(account_id, key_id, refused)
         now = time.monotonic() * 1000
         bucket = self._bucket(key_id, rpm, tpm, now)
         bucket.refill_requests(rpm, now)
@@ -225,7 +251,24 @@ class MemoryLive(LiveState):
         known = self._spent.get(key_id)
         spent = known[1] if known is not None and known[0] == period else None
         buckets = await self.peek(key_id, account_id, rpm, tpm)
-        return KeyStatus(buckets, available, spent, holds.reserved, len(holds.members))
+        refused_today, last = 0, None
+        known_refused = self._refused.get(key_id)
+        if known_refused is not None:
+            day, count, last_ms, code = known_refused
+            refused_today = count if day == int(time.time() * 1000 // _DAY_MS) else 0
+            last = LastRefusal(code, at_ms(last_ms))
+        return KeyStatus(buckets, available, spent, holds.reserved, len(holds.members), refused_today, last)
+
+    async def take_refusals(self) -> list[RefusalTally]:
+        tallies, self._tallies = self._tallies, {}
+        return [tally_of(*key, int(count), last) for key, (count, last) in tallies.items()]
+
+    async def return_refusals(self, tallies: list[RefusalTally]) -> None:
+        for t in tallies:
+            key = (day_number(t.day), t.account_id, t.key_id, t.code)
+            tally = self._tallies.setdefault(key, [0, 0.0])
+            tally[0] += t.count
+            tally[1] = max(tally[1], t.last_at.timestamp() * 1000)
 
     async def revoke(self, key_id: str, account_id: str) -> None:
         self._revoked.add(key_id)

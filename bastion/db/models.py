@@ -1,5 +1,5 @@
-"""Tables: accounts, API keys, credit transactions, usage records and their daily rollups; the
-dashboard's users, sessions and the audit log. Money columns are nano-USD."""
+"""Tables: accounts, API keys, credit transactions, usage records and their daily rollups, refusals per
+day; the dashboard's users, sessions and the audit log. Money columns are nano-USD."""
 
 from __future__ import annotations
 
@@ -143,6 +143,25 @@ class UsageDaily(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RefusalDaily(Base):
+    """Requests refused before they were served (402, 429, validation), counted per UTC day, account,
+    key and error code: a refusal writes no usage record. Added to by the ledger writer from the live
+    state's tallies."""
+
+    __tablename__ = "refusals_daily"
+    __table_args__ = (
+        Index("ix_refusals_daily_key_last", "key_id", "last_at"),  # a key's last refusal
+        Index("ix_refusals_daily_day", "day"),  # every account's (operators)
+    )
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DashboardUser(Base):

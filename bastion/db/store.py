@@ -28,6 +28,7 @@ from bastion.db.limits import COLUMN, KeyLimits
 from bastion.db.lookups import find_account
 from bastion.db.models import Account, ApiKey, CreditTransaction, UsageDaily, UsageRecord, utcnow
 from bastion.db.people import People
+from bastion.db.refusals import Refusals
 from bastion.db.reports import Reports
 from bastion.db.request_log import RequestLog, usage_row
 from bastion.db.views import (
@@ -50,6 +51,7 @@ class Store:
         self.audit = AuditLog(self._sessions)
         self.reports = Reports(self._sessions)
         self.log = RequestLog(self._sessions)
+        self.refusals = Refusals(self._sessions, engine.dialect.name)
         self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
 
     @classmethod
