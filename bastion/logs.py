@@ -68,18 +68,13 @@ class AccessHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_lines(self, many: list[dict[str, Any]]) -> None:
         stamp = timestamp(time.time())
-        self._write(
-            "".join(
-                orjson.dumps(
-                    {"ts": stamp, "level": "info", "logger": ACCESS.name, "msg": "request", **fields},
-                    default=str,
-                ).decode()
-                + "\n"
-                for fields in many
-            )
+        text = "".join(
+            orjson.dumps(
+                {"ts": stamp, "level": "info", "logger": ACCESS.name, "msg": "request", **fields}, default=str
+            ).decode()
+            + "\n"
+            for fields in many
         )
-
-    def _write(self, text: str) -> None:
         self.acquire()
         try:
             self.stream.write(text)
@@ -147,7 +142,15 @@ class TextAccessHandler(AccessHandler):
 
     def write_lines(self, many: list[dict[str, Any]]) -> None:
         clock = _clock(time.time())
-        self._write("".join(self.line(clock, fields) + "\n" for fields in many))
+        text = "".join(self.line(clock, fields) + "\n" for fields in many)
+        self.acquire()  # written as AccessHandler's, which keeps it inline on the JSON path
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "access line", "name": ACCESS.name}))
+        finally:
+            self.release()
 
     def line(self, clock: str, fields: dict[str, Any]) -> str:
         status = str(fields.get("status"))
