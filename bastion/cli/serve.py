@@ -40,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="built-in demo: mock models, a demo account and key (embedded database)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error (BASTION_LOG_LEVEL)")
+    serve.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        help="text: readable lines; json: JSON lines; auto: text on a terminal (BASTION_LOG_FORMAT)",
+    )
     serve.add_argument("--ssl-keyfile", help="serve HTTPS with this key (BASTION_SSL_KEYFILE)")
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (BASTION_SSL_CERTFILE)")
     serve.set_defaults(run=serve_command)
@@ -68,7 +73,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def serve_command(args: argparse.Namespace) -> int:
     # Worker processes read their settings from the environment: put the flags there.
-    for flag in ("host", "port", "workers", "config", "log_level", "ssl_keyfile", "ssl_certfile"):
+    for flag in (
+        "host",
+        "port",
+        "workers",
+        "config",
+        "log_level",
+        "log_format",
+        "ssl_keyfile",
+        "ssl_certfile",
+    ):
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"BASTION_{flag.upper()}"] = str(value)
