@@ -98,7 +98,7 @@ def serve_command(args: argparse.Namespace) -> int:
             " must be shared by every worker, and without Redis each worker would keep its own"
         )
 
-    from bastion.api.app import BastionApp, catalog_for
+    from bastion.api.app import catalog_for
 
     try:
         catalog = catalog_for(settings)
@@ -111,8 +111,9 @@ def serve_command(args: argparse.Namespace) -> int:
     sockets = _listen(settings)
     if not isinstance(sockets, list):
         return sockets
-    port = sockets[0].getsockname()[1]
-    settings = settings.model_copy(update={"port": port})  # --port 0: the one the system chose
+    if settings.port == 0:  # the one the system chose, for the demo's address and the workers' links
+        os.environ["BASTION_PORT"] = str(sockets[0].getsockname()[1])
+        settings = Settings()
     problem = asyncio.run(_redis_problem(settings)) or asyncio.run(_schema_problem(settings))
     if problem:
         return fail(problem)
@@ -120,12 +121,20 @@ def serve_command(args: argparse.Namespace) -> int:
         if not is_sqlite(settings.database_url):
             return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
         _announce_demo(settings)
+    return _serve(settings, catalog, sockets, log_config)
 
+
+def _serve(
+    settings: Settings, catalog: Catalog, sockets: list[socket.socket], log_config: dict[str, Any]
+) -> int:
+    """uvicorn on the bound sockets: one process, or a supervisor and its workers; the pid file meanwhile."""
     import uvicorn
 
+    from bastion.api.app import BastionApp
     from bastion.cli.listen import where
     from bastion.cli.process import pid_file, pid_path, run_workers
 
+    port = sockets[0].getsockname()[1]
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics here; /metrics, answered by any of them, adds them up.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
