@@ -157,7 +157,7 @@ def _serve(
 def _listen(settings: Settings) -> list[socket.socket] | int:
     """The bound sockets, or the exit status after one line saying why the address cannot be had."""
     from bastion.cli.listen import ListenError, listen
-    from bastion.cli.process import live_pid, pid_path
+    from bastion.cli.process import PORT_FIELD, live_pid, pid_path
 
     try:
         return listen(settings.host, settings.port)
@@ -165,7 +165,8 @@ def _listen(settings: Settings) -> list[socket.socket] | int:
         if not exc.in_use:
             fail(str(exc))
             return 2
-        pid = live_pid(pid_path(settings.pid_file, settings.port)) if settings.pid_file else None
+        per_port = PORT_FIELD in settings.pid_file  # (a fixed pid file may name a server on another port)
+        pid = live_pid(pid_path(settings.pid_file, settings.port)) if per_port else None
         who = f"another Bastion? pid {pid}" if pid else "not by a Bastion started here"
         fail(f"{exc} ({who}); pass --port")
         return 2
