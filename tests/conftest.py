@@ -80,20 +80,21 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def start_gateway(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> Gateway:
+def start_gateway(
+    config_path: Path, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Gateway:
+    """`bastion serve` on a free port. Its pid file is beside its log, unless it runs in a directory of
+    its own (`cwd`), where it writes the default ./bastion-PORT.pid."""
     port = free_port()
     log = log_path.open("wb")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    own = {"BASTION_PID_FILE": str(log_path.with_suffix(".pid"))} if cwd is None else {}
     process = subprocess.Popen(
         [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--config", str(config_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={
-            **inherited,
-            "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY,
-            "BASTION_PID_FILE": str(log_path.with_suffix(".pid")),  # not ./bastion.pid, shared by all
-            **(env or {}),
-        },
+        env={**inherited, "BASTION_TEST_UPSTREAM_KEY": PROVIDER_KEY, **own, **(env or {})},
+        cwd=cwd,
     )
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

@@ -88,7 +88,9 @@ class Stack:
         name = f"acct-{secrets.token_hex(4)}"
         return run(account_with_key(self.direct_database or self.database, name, usd_nano, **key_options))
 
-    def bastion(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def bastion(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """The CLI with this stack's settings (and `env` over them)."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
         return subprocess.run(
@@ -97,6 +99,7 @@ class Stack:
             text=True,
             timeout=60,
             env=inherited | self.env() | (env or {}),
+            cwd=cwd,
         )
 
     def with_store(self, operation: Callable[[Store], Any]) -> Any:

@@ -211,3 +211,35 @@ async def test_provider_pools_open_at_startup_and_close_at_shutdown(tmp_path: Pa
     assert pool is not None and not pool.closed
     await app.shutdown()
     assert pool.closed and provider._pool is None
+
+
+def test_a_second_demo_on_the_same_port_says_so_in_one_line_and_changes_nothing(demo: Gateway) -> None:
+    workdir = demo.log_path.parent
+    port = demo.root.rsplit(":", 1)[1]
+    secrets = [
+        workdir / "bastion-demo.key",
+        workdir / "bastion-demo.password",
+        workdir / f"bastion-{port}.pid",
+    ]
+    before = (
+        sorted(p.name for p in workdir.iterdir()),
+        [(p.read_bytes(), p.stat().st_mtime_ns) for p in secrets],
+    )
+    second = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", "--demo", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+        cwd=workdir,
+    )
+    assert second.returncode == 2 and second.stdout == ""
+    assert second.stderr == (
+        f"bastion: 127.0.0.1:{port} is in use (another Bastion? pid {demo.process.pid}); pass --port\n"
+    )
+    after = (
+        sorted(p.name for p in workdir.iterdir()),
+        [(p.read_bytes(), p.stat().st_mtime_ns) for p in secrets],
+    )
+    assert after == before
+    assert httpx.get(demo.root + "/healthz").status_code == 200  # the first one serves on

@@ -124,6 +124,13 @@ def test_the_supervisor_bastion_extends_is_unchanged() -> None:
     assert "sock = config.bind_socket()\n            Multiprocess(config, sockets=[sock]).run()" in run_source
 
 
+def test_the_server_takes_the_sockets_bastion_bound() -> None:
+    # bastion serve binds its sockets first (bastion/cli/listen.py), then `Server(config).run(sockets=...)`
+    # and reads `started` for its exit status, as `uvicorn.run` does.
+    assert "sockets" in inspect.signature(uvicorn.Server.run).parameters
+    assert "if not server.started" in inspect.getsource(uvicorn.run)
+
+
 def stream_app(seen: dict[str, Any]) -> Any:
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:
         cycle = send.__self__  # type: ignore[attr-defined]

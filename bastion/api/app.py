@@ -28,6 +28,7 @@ from bastion import __version__, metrics
 from bastion.api import access
 from bastion.api.admin import admin_router
 from bastion.api.asgi import Message, Receive, Scope, Send, request_id_for
+from bastion.api.docs import install_docs
 from bastion.api.endpoints import JSON_ENDPOINTS, TRANSCRIPTION, TTS_PATH
 from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
@@ -326,7 +327,7 @@ def _envelope(error: ApiError) -> Response:
 
 
 def build_web_app(bastion: BastionApp) -> FastAPI:
-    web = FastAPI(title="Bastion", version=__version__)
+    web = FastAPI(title="Bastion", version=__version__, docs_url=None, redoc_url=None)  # bastion/api/docs.py
 
     @web.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -402,6 +403,7 @@ def build_web_app(bastion: BastionApp) -> FastAPI:
             return RedirectResponse("/dashboard/", status_code=307)
 
     install_openapi(web, bastion.documented)
+    install_docs(web)
     return web
 
 

@@ -1,8 +1,9 @@
 """The `bastion serve` process: its pid file, and the supervisor of `--workers N`.
 
-The pid file (BASTION_PID_FILE) is how `bastion config reload` finds the running server to send it
-SIGHUP; it names the process that answers SIGHUP (the server, or the workers' supervisor) and is
-removed when that process ends.
+The pid file (BASTION_PID_FILE, `bastion-{port}.pid` by default: one per port, so that two servers
+started in one directory keep theirs apart) is how `bastion config reload` finds the running server to
+send it SIGHUP; it names the process that answers SIGHUP (the server, or the workers' supervisor) and
+is removed when that process ends.
 
 With `--workers N`, uvicorn's multiprocess supervisor answers SIGHUP by replacing every worker (each new
 one started before the old one is stopped, which then has the shutdown grace period for its streams).
@@ -17,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +44,12 @@ class ReloadingSupervisor(Multiprocess):
                 os.kill(pid, signal.SIGHUP)
 
 
-def run_workers(config: Config, pid_path: Path | None) -> None:
-    """What `uvicorn.run` does for `workers > 1`, with ReloadingSupervisor as the supervisor. Its workers
-    know its pid (SUPERVISOR_ENV): the admin API's reload, answered by one of them, signals it."""
+def run_workers(config: Config, sockets: list[socket.socket], pid_path: Path | None) -> None:
+    """What `uvicorn.run` does for `workers > 1`, with ReloadingSupervisor as the supervisor, on the
+    sockets `bastion serve` bound. Its workers know its pid (SUPERVISOR_ENV): the admin API's reload,
+    answered by one of them, signals it."""
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
-    supervisor = ReloadingSupervisor(config, sockets=[config.bind_socket()])  # its signal handlers are set
+    supervisor = ReloadingSupervisor(config, sockets=sockets)  # its signal handlers are set
     with pid_file(pid_path), contextlib.suppress(KeyboardInterrupt):
         supervisor.run()
 
@@ -117,3 +122,40 @@ def process_exists(pid: int) -> bool:
 def read_pid(path: Path) -> int:
     """The pid in a pid file; OSError or ValueError when there is none."""
     return int(path.read_text().strip())
+
+
+PORT_FIELD = "{port}"
+
+
+def pid_path(template: str, port: int) -> Path:
+    """The pid file of the server on `port`: BASTION_PID_FILE, its `{port}` replaced."""
+    return Path(template.replace(PORT_FIELD, str(port)))
+
+
+def live_pid(path: Path) -> int | None:
+    """The pid a pid file names, if that process is running."""
+    try:
+        pid = read_pid(path)
+    except (OSError, ValueError):
+        return None
+    return pid if process_exists(pid) else None
+
+
+@dataclass(frozen=True)
+class PidFile:
+    path: Path
+    port: int
+    pid: int | None  # None: no running process (a stale file)
+
+
+def pid_files(template: str) -> list[PidFile]:
+    """Every pid file the template names here (`bastion-8000.pid`, `bastion-8081.pid`...), by port."""
+    pattern = Path(template)
+    before, _, after = pattern.name.partition(PORT_FIELD)
+    name = re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
+    found = []
+    for path in pattern.parent.glob(pattern.name.replace(PORT_FIELD, "*")):
+        match = name.fullmatch(path.name)
+        if match:
+            found.append(PidFile(path, int(match[1]), live_pid(path)))
+    return sorted(found, key=lambda f: f.port)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,13 +17,13 @@ from bastion.cli.output import fail
 from bastion.config import Catalog, ConfigError, Settings, load_catalog
 from bastion.db.engine import is_sqlite
 from bastion.logs import configure as configure_logs
-from bastion.logs import uvicorn_log_config
 
 DEMO_ACCOUNT = "demo"
 DEMO_CREDIT_NANO = 10 * 10**9
 DEMO_KEY_FILE = Path("bastion-demo.key")
 DEMO_OWNER = "owner@demo.example"
 DEMO_PASSWORD_FILE = Path("bastion-demo.password")
+log = logging.getLogger("bastion")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="built-in demo: mock models, a demo account and key (embedded database)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error (BASTION_LOG_LEVEL)")
+    serve.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        help="text: readable lines; json: JSON lines; auto: text on a terminal (BASTION_LOG_FORMAT)",
+    )
     serve.add_argument("--ssl-keyfile", help="serve HTTPS with this key (BASTION_SSL_KEYFILE)")
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (BASTION_SSL_CERTFILE)")
     serve.set_defaults(run=serve_command)
@@ -51,22 +59,37 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="check a models file, then make the running `bastion serve` reload its models file (SIGHUP)",
     )
     reload.add_argument("path", nargs="?", help="models file (default: BASTION_CONFIG or ./bastion.yaml)")
-    reload.add_argument(
-        "--pid", help="pid file of the running server (BASTION_PID_FILE, default ./bastion.pid)"
+    which = reload.add_mutually_exclusive_group()
+    which.add_argument(
+        "--port", type=int, help="signal the server on this port (its pid file, ./bastion-PORT.pid)"
+    )
+    which.add_argument(
+        "--pid",
+        help="pid file of the running server (BASTION_PID_FILE, default ./bastion-{port}.pid: the one"
+        " server running here)",
     )
     reload.set_defaults(run=config_reload)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     # Worker processes read their settings from the environment: put the flags there.
-    for flag in ("host", "port", "workers", "config", "log_level", "ssl_keyfile", "ssl_certfile"):
+    for flag in (
+        "host",
+        "port",
+        "workers",
+        "config",
+        "log_level",
+        "log_format",
+        "ssl_keyfile",
+        "ssl_certfile",
+    ):
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"BASTION_{flag.upper()}"] = str(value)
     if args.demo:
         os.environ["BASTION_DEMO"] = "1"
     settings = Settings()
-    configure_logs(settings.log_level)
+    log_config = configure_logs(settings.log_level, settings.log_format)
     if (settings.ssl_keyfile is None) != (settings.ssl_certfile is None):
         return fail("HTTPS needs both --ssl-keyfile and --ssl-certfile")
     if settings.workers > 1 and not settings.redis_url:
@@ -75,11 +98,7 @@ def serve_command(args: argparse.Namespace) -> int:
             " must be shared by every worker, and without Redis each worker would keep its own"
         )
 
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Every worker writes its metrics here; /metrics, answered by any of them, adds them up.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
-
-    from bastion.api.app import BastionApp, catalog_for
+    from bastion.api.app import catalog_for
 
     try:
         catalog = catalog_for(settings)
@@ -88,44 +107,102 @@ def serve_command(args: argparse.Namespace) -> int:
         if not settings.demo and not Path(settings.config).exists():
             hint = " (copy bastion.example.yaml to bastion.yaml, or run `bastion serve --demo`)"
         return fail(f"config error: {exc}{hint}")
+    # The port before anything that writes or prints: a taken one leaves the directory as it was.
+    sockets = _listen(settings)
+    if not isinstance(sockets, list):
+        return sockets
+    if settings.port == 0:  # the one the system chose, for the demo's address and the workers' links
+        os.environ["BASTION_PORT"] = str(sockets[0].getsockname()[1])
+        settings = Settings()
     problem = asyncio.run(_redis_problem(settings)) or asyncio.run(_schema_problem(settings))
     if problem:
         return fail(problem)
     if settings.demo:
         if not is_sqlite(settings.database_url):
             return fail("--demo runs on the embedded SQLite database; unset BASTION_DATABASE_URL")
-        saved = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.exists() else None
-        key = asyncio.run(demo_key(settings, saved))
-        _keep(DEMO_KEY_FILE, key, saved)
-        print(
-            f"Demo account '{DEMO_ACCOUNT}' is ready. Its API key (also in ./{DEMO_KEY_FILE}):\n\n    {key}\n"
-        )
-        if settings.dashboard:
-            from bastion.dashboard.links import dashboard_url
+        _announce_demo(settings)
+    return _serve(settings, catalog, sockets, log_config)
 
-            saved = DEMO_PASSWORD_FILE.read_text().strip() if DEMO_PASSWORD_FILE.exists() else None
-            password = asyncio.run(demo_owner(settings, saved))
-            _keep(DEMO_PASSWORD_FILE, password, saved)
-            print(
-                f"Dashboard: {dashboard_url(settings)}\n  sign in as {DEMO_OWNER} (owner of '{DEMO_ACCOUNT}')"
-                f" with the password (also in ./{DEMO_PASSWORD_FILE}):\n\n    {password}\n"
-            )
 
+def _serve(
+    settings: Settings, catalog: Catalog, sockets: list[socket.socket], log_config: dict[str, Any]
+) -> int:
+    """uvicorn on the bound sockets: one process, or a supervisor and its workers; the pid file meanwhile."""
     import uvicorn
 
-    from bastion.api.http_protocol import BoundedHttpToolsProtocol
-    from bastion.cli.process import pid_file, run_workers
+    from bastion.api.app import BastionApp
+    from bastion.cli.listen import where
+    from bastion.cli.process import pid_file, pid_path, run_workers
 
-    options: dict[str, Any] = dict(
+    port = sockets[0].getsockname()[1]
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics here; /metrics, answered by any of them, adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
+    scheme = "https" if settings.ssl_keyfile else "http"
+    log.info("listening on %s://%s (CTRL+C to stop)", scheme, where(settings.host, port))
+    options = _uvicorn_options(settings, log_config)
+    pid = pid_path(settings.pid_file, port) if settings.pid_file else None
+    if settings.workers > 1:
+        # Each worker builds its app from the environment; SIGHUP to the supervisor reloads them all.
+        config = uvicorn.Config("bastion.api.app:create_app", factory=True, **options)
+        run_workers(config, sockets, pid)
+        return 0
+    app = BastionApp(settings, catalog, own_process=True)  # from here, SIGHUP reloads the models file
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    with pid_file(pid), contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=sockets)
+    return 0 if server.started else 3  # uvicorn's status for a failed startup
+
+
+def _listen(settings: Settings) -> list[socket.socket] | int:
+    """The bound sockets, or the exit status after one line saying why the address cannot be had."""
+    from bastion.cli.listen import ListenError, listen
+    from bastion.cli.process import PORT_FIELD, live_pid, pid_path
+
+    try:
+        return listen(settings.host, settings.port)
+    except ListenError as exc:
+        if not exc.in_use:
+            fail(str(exc))
+            return 2
+        per_port = PORT_FIELD in settings.pid_file  # (a fixed pid file may name a server on another port)
+        pid = live_pid(pid_path(settings.pid_file, settings.port)) if per_port else None
+        who = f"another Bastion? pid {pid}" if pid else "not by a Bastion started here"
+        fail(f"{exc} ({who}); pass --port")
+        return 2
+
+
+def _announce_demo(settings: Settings) -> None:
+    """The demo account, key and dashboard owner (made or kept), printed for the person who started it."""
+    saved = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.exists() else None
+    key = asyncio.run(demo_key(settings, saved))
+    _keep(DEMO_KEY_FILE, key, saved)
+    print(f"Demo account '{DEMO_ACCOUNT}' is ready. Its API key (also in ./{DEMO_KEY_FILE}):\n\n    {key}\n")
+    if settings.dashboard:
+        from bastion.dashboard.links import dashboard_url
+
+        saved = DEMO_PASSWORD_FILE.read_text().strip() if DEMO_PASSWORD_FILE.exists() else None
+        password = asyncio.run(demo_owner(settings, saved))
+        _keep(DEMO_PASSWORD_FILE, password, saved)
+        print(
+            f"Dashboard: {dashboard_url(settings)}\n  sign in as {DEMO_OWNER} (owner of '{DEMO_ACCOUNT}')"
+            f" with the password (also in ./{DEMO_PASSWORD_FILE}):\n\n    {password}\n"
+        )
+
+
+def _uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:
+    from bastion.api.http_protocol import BoundedHttpToolsProtocol
+
+    return dict(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
         http=BoundedHttpToolsProtocol,  # uvicorn's httptools protocol, its request heads bounded
         lifespan="on",
-        access_log=False,  # Bastion writes its own, one JSON line per request
+        access_log=False,  # Bastion writes its own, one line per request
         log_level=settings.log_level.lower(),
-        log_config=uvicorn_log_config(settings.log_level),
+        log_config=log_config,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         timeout_keep_alive=settings.keepalive_seconds,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
@@ -135,15 +212,6 @@ def serve_command(args: argparse.Namespace) -> int:
         # X-Forwarded-For middleware would only copy every request's headers into a dict.
         proxy_headers=False,
     )
-    pid_path = Path(settings.pid_file) if settings.pid_file else None
-    if settings.workers > 1:
-        # Each worker builds its app from the environment; SIGHUP to the supervisor reloads them all.
-        run_workers(uvicorn.Config("bastion.api.app:create_app", factory=True, **options), pid_path)
-        return 0
-    app = BastionApp(settings, catalog, own_process=True)  # from here, SIGHUP reloads the models file
-    with pid_file(pid_path):
-        uvicorn.run(app, **options)
-    return 0
 
 
 async def _schema_problem(settings: Settings) -> str | None:
@@ -257,9 +325,9 @@ def config_reload(args: argparse.Namespace) -> int:
         catalog = load_catalog(path)
     except ConfigError as exc:
         return _reload_failed(f"config error: {exc} (the server was not signalled)")
-    pid_path = Path(args.pid) if args.pid else Path(settings.pid_file) if settings.pid_file else None
-    if pid_path is None:
-        return _reload_failed("no pid file: pass --pid FILE (BASTION_PID_FILE is empty)")
+    pid_path = _reload_target(args, settings)
+    if not isinstance(pid_path, Path):
+        return _reload_failed(pid_path)
     try:
         pid = read_pid(pid_path)
     except (OSError, ValueError):
@@ -275,6 +343,29 @@ def config_reload(args: argparse.Namespace) -> int:
         " reloads its models file now (GET /readyz shows the sha256 each process serves)"
     )
     return 0
+
+
+def _reload_target(args: argparse.Namespace, settings: Settings) -> Path | str:
+    """The pid file to read: --pid; the one of --port; else the one server's running here. Or why not."""
+    from bastion.cli.process import PORT_FIELD, pid_files, pid_path
+
+    if args.pid:
+        return Path(args.pid)
+    if not settings.pid_file:
+        return "no pid file: pass --pid FILE (BASTION_PID_FILE is empty)"
+    if args.port is not None or PORT_FIELD not in settings.pid_file:
+        return pid_path(settings.pid_file, args.port or settings.port)
+    found = pid_files(settings.pid_file)
+    running = [f for f in found if f.pid is not None]
+    if len(running) > 1:
+        ports = ", ".join(str(f.port) for f in running)
+        return f"{len(running)} servers run here (ports {ports}): pass --port PORT (or --pid FILE)"
+    if running or len(found) == 1:
+        return (running or found)[0].path
+    if found:
+        files = ", ".join(str(f.path) for f in found)
+        return f"no server is running here: the pid files {files} name processes that have ended"
+    return pid_path(settings.pid_file, settings.port)
 
 
 def _reload_failed(message: str) -> int:

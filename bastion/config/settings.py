@@ -31,10 +31,15 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How long a client may take to send its request line and headers."
     )
     log_level: str = "info"
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="text: one readable line per entry (coloured on a terminal); json: JSON lines; auto:"
+        " text when stderr is a terminal, else JSON.",
+    )
     pid_file: str = Field(
-        "bastion.pid",
+        "bastion-{port}.pid",
         description="Where `bastion serve` writes its pid (removed at exit), for `bastion config reload`;"
-        " empty: no pid file.",
+        " `{port}` is replaced by the port it listens on; empty: no pid file.",
     )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may take to finish."
