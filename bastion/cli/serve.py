@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.cli.output import fail
-from bastion.config import Catalog, ConfigError, Settings, load_catalog
-from bastion.db.engine import is_sqlite
 from bastion.logs import configure as configure_logs
 from bastion.logs import uvicorn_log_config
+
+if TYPE_CHECKING:  # imported where used: `bastion --help` builds this module's parsers, nothing more
+    from bastion.config import Catalog, Settings
 
 DEMO_ACCOUNT = "demo"
 DEMO_CREDIT_NANO = 10 * 10**9
@@ -58,6 +58,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bastion.config import ConfigError, Settings
+    from bastion.db.engine import is_sqlite
+
     # Worker processes read their settings from the environment: put the flags there.
     for flag in ("host", "port", "workers", "config", "log_level", "ssl_keyfile", "ssl_certfile"):
         value = getattr(args, flag)
@@ -237,6 +242,8 @@ async def demo_owner(settings: Settings, saved: str | None) -> str:
 
 
 def config_check(args: argparse.Namespace) -> int:
+    from bastion.config import ConfigError, Settings, load_catalog
+
     path = Path(args.path) if args.path else Settings().config
     try:
         catalog = load_catalog(path)
@@ -250,6 +257,7 @@ def config_reload(args: argparse.Namespace) -> int:
     """Check the models file here first (a broken one is not sent: exit 1, one line), then SIGHUP the
     server the pid file names; it reloads its own models file (`--config`), and keeps it if broken."""
     from bastion.cli.process import read_pid
+    from bastion.config import ConfigError, Settings, load_catalog
 
     settings = Settings()
     path = Path(args.path) if args.path else settings.config
