@@ -50,14 +50,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     credits = commands.add_parser("credits", help="credits").add_subparsers(title="credits commands")
     add = command(credits, "add", "add credit to an account", _credits_add)
     account_arguments(add, positional=True, required=True)
-    add.add_argument("usd", help="amount in USD (e.g. 10 or 0.50)")
+    add.add_argument("usd", metavar="USD", help="amount in USD (e.g. 10 or 0.50)")
     add.add_argument("--note", help="why (kept with the transaction)")
 
     adjust = command(
         credits, "adjust", "correct a balance up or down (a signed amount, with a reason)", _credits_adjust
     )
     account_arguments(adjust, positional=True, required=True)
-    adjust.add_argument("usd", help="signed amount in USD (e.g. -2.50)")
+    adjust.add_argument("usd", metavar="USD", help="signed amount in USD (e.g. -2.50)")
     adjust.add_argument("--note", required=True, help="why (required for adjustments)")
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
