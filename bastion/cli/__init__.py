@@ -8,6 +8,8 @@ database, Redis, web or settings library; each command imports what it needs whe
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # `bastion usage | head`: the reader is gone, which is not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         from pydantic import ValidationError  # loaded already if a setting was read
 
