@@ -8,24 +8,44 @@ its database poll (`bastion.sync`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bastion.billing.live import LiveState
 from bastion.db.audit import Actor, AuditView, as_actor
+from bastion.db.errors import UnknownModels
 from bastion.db.people import UserView
 from bastion.db.store import AccountView, CreditView, KeyView, LedgerLine, Store, UsageRow
 from bastion.periods import Periods, Window
 
+if TYPE_CHECKING:  # the CLI runs without Redis when BASTION_REDIS_URL is unset: no redis import
+    from bastion.billing.live import LiveState
+
 
 class Management:
     def __init__(
-        self, store: Store, live: LiveState | None = None, forget_key: Callable[[str], None] | None = None
+        self,
+        store: Store,
+        live: LiveState | None = None,
+        forget_key: Callable[[str], None] | None = None,
+        served_models: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.store = store
         self.live = live
         self.forget_key = forget_key  # this process's key cache, when it has one
+        # The model ids the models file in service declares, asked only when a key's models are set;
+        # None: nothing to check them against.
+        self.served_models = served_models
+
+    def check_models(self, models: Sequence[str] | None, allow_unknown: bool = False) -> None:
+        """A key's allowed models must be served (a typo would make a key that can never be used),
+        unless the caller allows unknown ones (a model about to be added to the models file)."""
+        if models is None or allow_unknown or self.served_models is None:
+            return
+        served = self.served_models()
+        unknown = [model for model in models if model not in served]
+        if unknown:
+            raise UnknownModels(unknown, sorted(served))
 
     async def create_account(
         self, name: str, credits_nano: int = 0, actor: Actor | str = "cli"
@@ -55,17 +75,25 @@ class Management:
         budget_period: str | None = None,
         max_parallel: int | None = None,
         actor: Actor | str = "cli",
+        allow_unknown_models: bool = False,
     ) -> tuple[KeyView, str]:
+        self.check_models(models, allow_unknown_models)
         return await self.store.create_key(
             account, name, rpm, tpm, models, expires_at, budget_nano, budget_period, max_parallel, actor
         )
 
     async def update_key(
-        self, key_id: str, name: str | None, changes: dict[str, Any], actor: Actor | str = "cli"
+        self,
+        key_id: str,
+        name: str | None,
+        changes: dict[str, Any],
+        actor: Actor | str = "cli",
+        allow_unknown_models: bool = False,
     ) -> KeyView:
         """New settings for a key; the next request on every instance runs under them (with Redis: the
         admission script sees the new version at once; without: this process at once, others through
         the database poll)."""
+        self.check_models(changes.get("models"), allow_unknown_models)
         key, key_hash = await self.store.update_key(key_id, name, changes, actor)
         if self.live is not None:
             await self.live.key_changed(key.id, key.account_id, key.version, key_hash)
@@ -95,6 +123,11 @@ class Management:
         limit: int = 100,
     ) -> list[UsageRow]:
         return await self.store.usage(account, key_id, since, limit)
+
+    async def key_names(self, key_ids: Collection[str]) -> dict[str, str]:
+        """Key id -> name, for the keys named (a table's worth)."""
+        found = await self.store.log.key_names(list(key_ids))
+        return {key_id: name for key_id, (name, _) in found.items()}
 
     async def ledger(self) -> list[LedgerLine]:
         return await self.store.ledger()

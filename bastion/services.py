@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
 
 from bastion.auth.authenticator import KeyAuthenticator
 from bastion.billing.admission import CreditAdmission
@@ -25,7 +26,9 @@ class SchemaError(RuntimeError):
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, served_models: Callable[[], Collection[str]] | None = None
+    ) -> None:
         self.settings = settings
         self.store = Store.from_settings(settings)
         self.live: LiveState
@@ -55,7 +58,7 @@ class Services:
             self.periods,
             self.authenticator.reload,
         )
-        self.management = Management(self.store, self.live, self.authenticator.forget)
+        self.management = Management(self.store, self.live, self.authenticator.forget, served_models)
         self.sync = Sync(self.store, self.live, self.authenticator)
 
     async def start(self) -> None:

@@ -20,12 +20,24 @@ from typing import Any
 import redis
 import uvloop
 
+from bench import cli_start as cli_start_times
 from bench import dashboard as dashboard_bench
 from bench import gateway as gw
 from bench import rawstream, wrk
 from bench.payloads import chat_body
 from bench.procs import cpu_seconds, rss_bytes
 from bench.suite import CHAT, CLUSTER_LOADS, Suite, log, median
+
+
+def cli_start(suite: Suite) -> None:
+    log(f"CLI start time: --version, --help, keys list on SQLite ({suite.plan.cli_runs} starts each)")
+    found = cli_start_times.measure(suite.workdir, suite.plan.cli_runs)
+    suite.results.figures["cli"] = found
+    log(
+        f"  --version {found['version_ms']:.0f} ms, --help {found['help_ms']:.0f} ms, keys list"
+        f" {found['keys_list_ms']:.0f} ms (python alone {found['python_ms']:.0f} ms, with the store's"
+        f" imports {found['keys_list_floor_ms']:.0f} ms)"
+    )
 
 
 def rss_of(gateway: gw.Gateway) -> int:

@@ -51,6 +51,38 @@ def _mib(value: Any) -> str:
     return _n(value / 2**20, 1) if isinstance(value, int | float) else "n/a"
 
 
+CLI_TARGET_MS = 300.0
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+,.0f}" if isinstance(value, int | float) and not math.isnan(value) else "n/a"
+
+
+def cli_rows(f: dict[str, Any]) -> list[Row]:
+    """The CLI's start (bench/cli_start.py): direct is the floor (Python alone; for keys list, Python
+    importing the store and the settings), Bastion the command, value what the command adds to it."""
+    if "cli" not in f:
+        return []
+    out = []
+    for name, key, floor in (
+        ("bastion --version", "version_ms", "python_ms"),
+        ("bastion --help", "help_ms", "python_ms"),
+        ("bastion keys list, SQLite", "keys_list_ms", "keys_list_floor_ms"),
+    ):
+        took, under = _get(f, "cli", key), _get(f, "cli", floor)
+        out.append(
+            Row(
+                f"CLI start: {name} (ms)",
+                _n(under, 0),
+                _n(took, 0),
+                _signed(took - under),
+                f"< {CLI_TARGET_MS:.0f} ms",
+                _check(took, lambda v: v < CLI_TARGET_MS),
+            )
+        )
+    return out
+
+
 def latency_rows(f: dict[str, Any]) -> list[Row]:
     added50, added99 = _get(f, "c1", "added_p50_ms"), _get(f, "c1", "added_p99_ms")
     cpu = _get(f, "c1", "cpu_ms_per_request")
@@ -244,6 +276,7 @@ def dashboard_rows(f: dict[str, Any]) -> list[Row]:
 
 def rows(figures: dict[str, Any]) -> list[Row]:
     return [
+        *cli_rows(figures),
         *latency_rows(figures),
         *throughput_rows(figures),
         *cluster_rows(figures),
@@ -321,6 +354,13 @@ def markdown(results: Results) -> str:
             f"127.0.0.1:6379, one on a {results.figures['cluster'].get('masters', 3)}-master Redis Cluster "
             "the benchmark starts (bench/redis_cluster.py), same database and key, their runs interleaved; "
             "Redis CPU is the Redis servers' CPU time per request.",
+        ]
+    if "cli" in results.figures:
+        lines += [
+            "",
+            "CLI start: a fresh process each, the median of "
+            f"{results.figures['cli'].get('runs', '?')}; direct is the floor: Python alone, and for keys "
+            "list Python importing the store (SQLAlchemy, aiosqlite) and the settings (pydantic-settings).",
         ]
     lines += scaling_lines(results.figures)
     lines += probe_lines(results.figures)

@@ -38,13 +38,14 @@ class Plan:
     scaling_streams: int
     dashboard: DashboardSettings  # records seeded, requests per page
     cluster_duration_s: float  # of each wrk run of the Redis Cluster step (2 sides x 3 loads a round)
+    cli_runs: int  # starts of each CLI command timed (bench/cli_start.py)
 
     @staticmethod
     def for_mode(quick: bool) -> Plan:
         dashboard = DashboardSettings.for_mode(quick)
         if quick:
-            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200, dashboard, 1)
-        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000, dashboard, 5)
+            return Plan(2, 2, 1, {1: 12, 16: 64}, 100, (5_000, 20_000), 1_000, 200, dashboard, 1, 5)
+        return Plan(3, 5, 2, {1: 60, 16: 480}, 1_000, (50_000, 500_000), 10_000, 2_000, dashboard, 5, 15)
 
 
 @dataclass
@@ -223,6 +224,8 @@ class Suite:
             return only is None or name in only
 
         self.results.figures["probe"] = {"start": probe()}
+        if wanted("cli"):
+            figures.cli_start(self)  # first: nothing else is running yet
         if any(wanted(name) for name in GATEWAY_FIGURES):
             self._gateway_figures(wanted)
         if wanted("dashboard"):
@@ -273,7 +276,7 @@ ONE_WORKER_FIGURES = ("c1", "held", "c32", "ttft", "scaling", "leak")  # on one 
 # On the suite's gateways; `cluster`: c1's and c32's loads through a gateway on one Redis and one on a
 # Redis Cluster, interleaved.
 GATEWAY_FIGURES = (*ONE_WORKER_FIGURES, "cluster", "w2")
-FIGURES = (*GATEWAY_FIGURES, "dashboard")
+FIGURES = ("cli", *GATEWAY_FIGURES, "dashboard")
 
 
 def _copy_tail(source: Path, target: Path) -> None:

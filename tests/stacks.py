@@ -57,6 +57,7 @@ class Stack:
             "BASTION_DATABASE_URL": self.database,
             "BASTION_LEDGER_FLUSH_SECONDS": "0.2",
             "BASTION_BREAKER_THRESHOLD": "1000000",
+            "BASTION_CONFIG": str(self.config_path),  # what the CLI checks `keys create --models` against
         }
         if self.redis_url:
             env |= {"BASTION_REDIS_URL": self.redis_url, "BASTION_REDIS_PREFIX": self.redis_prefix}

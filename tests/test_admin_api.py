@@ -55,7 +55,7 @@ def test_the_whole_lifecycle_over_http(admin: Stack, api: httpx.Client) -> None:
     account = api.post("/accounts", json={"name": "http-co", "credits_usd": "0.00002"})
     assert account.status_code == 201, account.text
     account_id = account.json()["id"]
-    assert account.json()["balance_nano"] == 20_000
+    assert account.json()["balance_usd"] == "0.00002" and "balance_nano" not in account.json()
 
     created = api.post("/keys", json={"account": "http-co", "name": "svc", "rpm": 50, "models": ["m-echo"]})
     assert created.status_code == 201, created.text
@@ -66,7 +66,8 @@ def test_the_whole_lifecycle_over_http(admin: Stack, api: httpx.Client) -> None:
     assert caught.value.status_code == 402
 
     credit = api.post(f"/accounts/{account_id}/credits", json={"usd": 5, "note": "invoice 42"})
-    assert credit.status_code == 201 and credit.json()["balance_nano"] == 5_000_020_000
+    assert credit.status_code == 201 and credit.json()["balance_usd"] == "5.00002"
+    assert credit.json()["amount_usd"] == "5"
     # In-process state and the admin API share one process: the top-up counts at once.
     answer = client.chat.completions.create(model="m-echo", messages=HELLO, max_tokens=64)
     assert answer.choices[0].message.content == "echo: hi"
@@ -76,11 +77,11 @@ def test_the_whole_lifecycle_over_http(admin: Stack, api: httpx.Client) -> None:
     usage = admin.wait_records(account_id, 1)
     listed = api.get("/usage", params={"account": account_id}).json()
     assert [r["request_id"] for r in listed] == [usage[0].request_id]
-    assert listed[0]["cost_usd"] == "$0.000017"
+    assert (listed[0]["cost_usd"], listed[0]["cost_nano"]) == ("0.000017", 17_000)  # as /v1/requests/{id}
     assert api.get("/ledger").json()["ok"] is True
     adjusted = api.post(f"/accounts/{account_id}/adjustments", json={"usd": "-0.000017", "note": "goodwill"})
     assert adjusted.status_code == 201 and adjusted.json()["kind"] == "adjustment"
-    assert adjusted.json()["balance_nano"] == 5_000_020_000 - 17_000 - 17_000
+    assert adjusted.json()["balance_usd"] == "4.999986"  # 5.00002 - 0.000017 (usage) - 0.000017
     assert api.post(f"/accounts/{account_id}/adjustments", json={"usd": "1"}).status_code == 400  # no note
     assert api.get("/ledger").json()["ok"] is True
 
@@ -164,8 +165,8 @@ def test_key_limits_over_http(admin: Stack, api: httpx.Client) -> None:
     )
     assert created.status_code == 201, created.text
     key = created.json()
-    assert (key["budget_nano"], key["budget_period"], key["max_parallel"], key["version"]) == (
-        500_000_000,
+    assert (key["budget_usd"], key["budget_period"], key["max_parallel"], key["version"]) == (
+        "0.5",
         "daily",
         2,
         0,
@@ -173,7 +174,7 @@ def test_key_limits_over_http(admin: Stack, api: httpx.Client) -> None:
     changed = api.patch(f"/keys/{key['id']}", json={"budget_usd": None, "rpm": 30, "name": "ci-2"})
     assert changed.status_code == 200, changed.text
     got = changed.json()
-    assert (got["budget_nano"], got["budget_period"], got["rpm"], got["name"], got["version"]) == (
+    assert (got["budget_usd"], got["budget_period"], got["rpm"], got["name"], got["version"]) == (
         None,
         None,
         30,
@@ -186,3 +187,28 @@ def test_key_limits_over_http(admin: Stack, api: httpx.Client) -> None:
     assert api.patch("/keys/key_nope", json={"rpm": 1}).status_code == 404
     info = httpx.get(admin.gateway.base_url + "/key", headers={"Authorization": f"Bearer {key['key']}"})
     assert (info.json()["rpm"], info.json()["name"], info.json()["budget_usd"]) == (30, "ci-2", None)
+
+
+def test_a_key_for_a_model_the_models_file_does_not_serve_is_refused(api: httpx.Client) -> None:
+    assert api.post("/accounts", json={"name": "models-co"}).status_code == 201
+    before = api.get("/keys", params={"account": "models-co"}).json()
+    refused = api.post("/keys", json={"account": "models-co", "models": ["m-echo", "gpt-5"]})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "models")
+    assert "'gpt-5'" in error["message"] and "allow_unknown_models" in error["message"]
+    assert "'m-echo'" not in error["message"]  # only the unknown one is named
+    assert api.get("/keys", params={"account": "models-co"}).json() == before
+
+    allowed = api.post(
+        "/keys", json={"account": "models-co", "models": ["gpt-5"], "allow_unknown_models": True}
+    )
+    assert allowed.status_code == 201 and allowed.json()["allowed_models"] == ["gpt-5"]
+    key_id = allowed.json()["id"]
+    changed = api.patch(f"/keys/{key_id}", json={"models": ["m-think", "gpt-6"]})
+    assert changed.status_code == 400 and changed.json()["error"]["param"] == "models"
+    assert "'gpt-6'" in changed.json()["error"]["message"]
+    kept = api.get("/keys", params={"account": "models-co"}).json()
+    assert [k["allowed_models"] for k in kept] == [["gpt-5"]] and kept[0]["version"] == 0
+    ok = api.patch(f"/keys/{key_id}", json={"models": ["m-think"]})
+    assert ok.status_code == 200 and ok.json()["allowed_models"] == ["m-think"]

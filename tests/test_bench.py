@@ -250,3 +250,47 @@ def test_the_benchmark_starts_a_three_master_cluster_and_stops_it(tmp_path: Path
         problems = cluster.stop()
     assert problems == [] and cluster.nodes == []
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_report_has_the_cli_start_times_against_their_target() -> None:
+    from bench.suite import FIGURES
+
+    assert FIGURES[0] == "cli"  # `--only cli`, and first in a full run (nothing else running yet)
+    results = Results("quick")
+    results.figures = {
+        "cli": {
+            "runs": 5,
+            "version_ms": 70.0,
+            "help_ms": 95.0,
+            "keys_list_ms": 480.0,
+            "python_ms": 30.0,
+            "keys_list_floor_ms": 455.0,
+        }
+    }
+    found = {row.figure: row for row in report.cli_rows(results.figures)}
+    version = found["CLI start: bastion --version (ms)"]
+    assert (version.direct, version.bastion, version.value, version.met) == ("30", "70", "+40", True)
+    assert found["CLI start: bastion --help (ms)"].met is True
+    listing = found["CLI start: bastion keys list, SQLite (ms)"]
+    assert (listing.direct, listing.value, listing.target, listing.met) == ("455", "+25", "< 300 ms", False)
+    text = report.markdown(results)
+    assert "| CLI start: bastion keys list, SQLite (ms) | 455 | 480 | +25 | < 300 ms | NOT met |" in text
+    assert "the median of 5" in text
+    assert report.cli_rows({}) == []
+
+
+def test_the_cli_start_times_are_measured_on_a_sqlite_database_it_removes(tmp_path: Path) -> None:
+    from bench import cli_start
+
+    figures = cli_start.measure(tmp_path, runs=1)
+    assert set(figures) == {
+        "runs",
+        "version_ms",
+        "help_ms",
+        "keys_list_ms",
+        "python_ms",
+        "keys_list_floor_ms",
+    }
+    assert all(value > 0 for value in figures.values())
+    assert figures["keys_list_ms"] > figures["python_ms"]  # it imports far more than Python alone
+    assert list(tmp_path.iterdir()) == []  # the database went with its directory

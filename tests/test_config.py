@@ -95,6 +95,20 @@ def test_the_example_file_covers_the_seed_models(monkeypatch: pytest.MonkeyPatch
     assert catalog.models["whisper-large-v3"].price.audio_second == Decimal("0.00004")
 
 
+def test_a_reader_of_the_models_alone_needs_no_provider_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `keys create --models` checks against, where the providers' keys are not set."""
+    monkeypatch.delenv("TEST_OVH_KEY", raising=False)
+    path = _write(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match="TEST_OVH_KEY is not set"):
+        load_catalog(path)
+    catalog = load_catalog(path, require_env=False)
+    assert set(catalog.models) == {m["id"] for m in GOOD["models"]}  # type: ignore[attr-defined]
+    assert catalog.providers["ovh"].api_key is not None
+    assert catalog.providers["ovh"].api_key.get_secret_value() == "${TEST_OVH_KEY}"  # kept as written
+
+
 def _broken(tmp_path: Path, mutate: object) -> ConfigError:
     data = yaml.safe_load(yaml.safe_dump(GOOD))
     if callable(mutate):

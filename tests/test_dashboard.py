@@ -409,9 +409,11 @@ def test_bad_input_in_a_form_is_an_error_on_the_page_and_writes_nothing(stack: S
             {"name": "k", "budget": "0.0000000001"},
             {"name": "k", "expires": "2001-01-01"},
             {"name": "k", "restrict_models": "on"},
+            {"name": "k", "restrict_models": "on", "models": "gpt-5"},  # not served (a stale form)
         ):
             answer = operator.post(f"/dashboard/a/{account_id}/keys", fields)
             assert answer.status_code == 400 and "No key was created" in answer.text, fields
+        assert "does not serve &#39;gpt-5&#39;" in answer.text  # the last one's reason, named
         for amount in ("-5", "ten", "0"):
             answer = operator.post(f"/dashboard/a/{account_id}/credit", {"usd": amount})
             assert answer.status_code == 400 and "Nothing was added" in answer.text

@@ -156,10 +156,11 @@ def test_limits_changed_through_the_cli_apply_at_once(stack: Stack) -> None:
             return next(k for k in json.loads(listing.stdout) if k["id"] == key_id)
 
         ledger = poll(
-            lambda: sum(r.cost_nano for r in stack.records(account_id)) == listed()["spend_nano"], 5
+            lambda: decimal_usd(sum(r.cost_nano for r in stack.records(account_id))) == listed()["spend_usd"],
+            5,
         )
         assert ledger, "keys list's spend is the ledger's"
-        assert (listed()["budget_nano"], listed()["version"]) == (1000, 1)
+        assert (listed()["budget_usd"], listed()["version"]) == ("0.000001", 1)
         cleared = stack.bastion("keys", "update", key_id, "--budget", "none", "--models", "m-echo")
         assert cleared.returncode == 0, cleared.stderr
         assert poll(lambda: chat(second.base_url, key).status_code == 200, timeout=deadline, step=0.05)

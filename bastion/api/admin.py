@@ -1,7 +1,8 @@
 """The admin API under /admin/v1: the CLI's operations over HTTP, for automation.
 
 Mounted only when `BASTION_ADMIN_TOKEN` is set; every call needs `Authorization: Bearer <token>`,
-compared in constant time. Amounts are USD as strings or numbers ("12.50"), held exactly.
+compared in constant time. Amounts are USD as strings or numbers ("12.50"), held exactly; answers give
+them as decimal strings under `*_usd` names ("9.83966288") and times in RFC 3339, UTC.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
 from bastion.db.audit import Actor
+from bastion.db.errors import UnknownModels
 from bastion.db.store import Conflict, NotFound, StoreError
 from bastion.errors import ApiError, invalid_request
 from bastion.management import Management
@@ -46,6 +48,8 @@ class KeySettings(BaseModel):
     budget_usd: Amount | None = None
     budget_period: Literal["total", "daily", "weekly", "monthly"] | None = None
     max_parallel: int | None = None
+    # A model the models file does not serve is refused (400, param "models") unless this is true.
+    allow_unknown_models: bool = False
 
 
 class NewKey(KeySettings):
@@ -69,6 +73,7 @@ class KeyChange(KeySettings):
 def _key_changes(body: KeySettings) -> dict[str, Any]:
     sent = body.model_dump(exclude_unset=True)
     sent.pop("name", None)
+    sent.pop("allow_unknown_models", None)
     if "budget_usd" in sent:
         budget = sent.pop("budget_usd")
         sent["budget_nano"] = None if budget is None else _nano(budget)
@@ -136,6 +141,7 @@ def admin_router(
                 body.budget_period,
                 body.max_parallel,
                 _actor(request),
+                body.allow_unknown_models,
             )
         )
         return {**key.as_json(), "key": plaintext}
@@ -144,7 +150,8 @@ def admin_router(
     async def update_key(key_id: str, body: KeyChange, request: Request) -> dict[str, Any]:
         name = body.name if "name" in body.model_fields_set else None
         changes = _key_changes(body)
-        return (await _guard(management.update_key(key_id, name, changes, _actor(request)))).as_json()
+        key = management.update_key(key_id, name, changes, _actor(request), body.allow_unknown_models)
+        return (await _guard(key)).as_json()
 
     @router.get("/keys")
     async def list_keys(account: str | None = None) -> list[dict[str, Any]]:
@@ -228,5 +235,8 @@ async def _guard(operation: Any) -> Any:
         raise ApiError(404, "not_found", "invalid_request_error", str(exc)) from None
     except Conflict as exc:
         raise ApiError(409, "conflict", "invalid_request_error", str(exc)) from None
+    except UnknownModels as exc:
+        message = f'{exc}; send "allow_unknown_models": true to allow it anyway'
+        raise invalid_request(message, "models") from None
     except StoreError as exc:
         raise invalid_request(str(exc)) from None

@@ -15,8 +15,6 @@ import signal
 import threading
 import time
 from functools import partial
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,7 +33,7 @@ from bastion.api.openapi import install_openapi
 from bastion.api.reload import SUPERVISOR_ENV, LoadedModels, ReloadResult
 from bastion.api.self_service import SelfService
 from bastion.billing.live import RedisLive
-from bastion.config import Catalog, Settings, load_catalog
+from bastion.config import Catalog, Settings, load_catalog, served_models_file
 from bastion.dashboard.links import set_password_link
 from bastion.errors import (
     ApiError,
@@ -53,12 +51,8 @@ from bastion.services import Services
 log = logging.getLogger("bastion")
 
 
-def demo_config_path() -> Path:
-    return Path(str(resources.files("bastion") / "demo.yaml"))
-
-
 def catalog_for(settings: Settings) -> Catalog:
-    return load_catalog(demo_config_path() if settings.demo else settings.config)
+    return load_catalog(served_models_file(settings))
 
 
 class BastionApp:
@@ -67,7 +61,7 @@ class BastionApp:
         # `bastion serve`: the process is ours to tune (garbage collector) and to signal (SIGHUP)
         self.own_process = own_process
         self.models = LoadedModels(catalog)  # its providers and version; reloaded in place
-        self.services = Services(settings)
+        self.services = Services(settings, served_models=lambda: self.catalog.models)
         self.draining = False
         self._metrics_flush: asyncio.Task[None] | None = None
         self._reloads: set[asyncio.Task[ReloadResult]] = set()

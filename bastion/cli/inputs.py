@@ -1,10 +1,13 @@
-"""What the management commands read from their arguments: times, amounts, "none"."""
+"""What the management commands read from their arguments: the account, times, amounts, "none"."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bastion.money import usd_to_nano
 
@@ -15,6 +18,43 @@ CLEAR = "none"  # `keys update --budget none`: the setting is removed
 
 class InputError(ValueError):
     pass
+
+
+class _Account(argparse.Action):
+    """The account, as ACCOUNT or as --account ACCOUNT; both are allowed when they name the same one."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:  # the positional form, left out
+            return
+        given = getattr(namespace, self.dest, None)
+        if given is not None and given != values:
+            parser.error(f"two accounts given: '{given}' and '{values}'")
+        setattr(namespace, self.dest, values)
+
+
+def account_arguments(
+    parser: argparse.ArgumentParser, positional: bool = False, required: bool = False, help_: str = ""
+) -> None:
+    """`--account NAME_OR_ID` on every command that takes an account; `positional`: `ACCOUNT` too (the
+    form `keys list acme` and `credits add acme 10` have always had). `required` is checked by
+    `bastion.cli.main`, once parsing is done."""
+    what = help_ or "account id or name"
+    if positional:
+        parser.add_argument("account", nargs="?", action=_Account, metavar="ACCOUNT", help=what)
+    parser.add_argument(
+        "--account",
+        action=_Account,
+        metavar="NAME_OR_ID",
+        help=what + (" (or ACCOUNT)" if positional else ""),
+    )
+    if required:
+        parser.set_defaults(account_required=True)
 
 
 def parse_when(text: str | None, future: bool) -> datetime | None:

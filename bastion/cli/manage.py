@@ -8,21 +8,19 @@ table, or JSON with `--json`. Bad input is one line on stderr, exit status 2, an
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bastion.billing.live import RedisLive
-from bastion.billing.redis_target import RedisSetupError
 from bastion.cli import keys as key_commands
 from bastion.cli import users as user_commands
-from bastion.cli.inputs import InputError, cli_actor, parse_when
-from bastion.cli.output import emit_json, fail, table
-from bastion.config import Settings
-from bastion.db import migrate
-from bastion.db.store import Store, StoreError
-from bastion.management import Management
-from bastion.money import MoneyError, format_usd, usd_to_nano
+from bastion.cli.inputs import account_arguments, cli_actor, parse_when
+from bastion.cli.output import emit_json, labelled, table, when
+from bastion.money import format_usd, usd_to_nano
+
+if TYPE_CHECKING:
+    from bastion.management import Management
+
+ESTIMATED = "~ estimated: the upstream reported no usage, so the tokens (and the cost) were estimated"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,8 +30,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help_: str,
         run: Callable[..., Any],
     ) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=help_)
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser = parent.add_parser(name, help=help_, description=help_[:1].upper() + help_[1:] + ".")
+        parser.add_argument(
+            "--json", action="store_true", help="machine-readable output (USD amounts as decimal strings)"
+        )
         parser.set_defaults(run=lambda args: _run(run, args))
         return parser
 
@@ -49,22 +49,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     credits = commands.add_parser("credits", help="credits").add_subparsers(title="credits commands")
     add = command(credits, "add", "add credit to an account", _credits_add)
-    add.add_argument("account", help="account id or name")
-    add.add_argument("usd", help="amount in USD (e.g. 10 or 0.50)")
+    account_arguments(add, positional=True, required=True)
+    add.add_argument("usd", metavar="USD", help="amount in USD (e.g. 10 or 0.50)")
     add.add_argument("--note", help="why (kept with the transaction)")
 
     adjust = command(
         credits, "adjust", "correct a balance up or down (a signed amount, with a reason)", _credits_adjust
     )
-    adjust.add_argument("account", help="account id or name")
-    adjust.add_argument("usd", help="signed amount in USD (e.g. -2.50)")
+    account_arguments(adjust, positional=True, required=True)
+    adjust.add_argument("usd", metavar="USD", help="signed amount in USD (e.g. -2.50)")
     adjust.add_argument("--note", required=True, help="why (required for adjustments)")
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
     key_commands.add_commands(keys, command)
     usage = command(commands, "usage", "usage records, newest first", _usage)
-    usage.add_argument("--account", help="account id or name")
-    usage.add_argument("--key", help="key id")
+    account_arguments(usage, help_="only this account's records (id or name)")
+    usage.add_argument("--key", help="only this key's records (key id)")
     usage.add_argument("--since", help="ISO date/time (UTC) or a duration ago: 1h, 7d")
     usage.add_argument("--limit", type=int, default=100)
 
@@ -82,32 +82,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run(
     operation: Callable[[Management, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
 ) -> int:
-    async def go() -> int:
-        settings = Settings()
-        try:
-            store = Store.from_settings(settings)
-        except ValueError as exc:
-            raise InputError(f"BASTION_DATABASE_URL: {exc}") from None
-        live = None
-        try:
-            if settings.redis_url:
-                try:
-                    live = await RedisLive.connect(settings.redis_url, settings.redis_prefix)
-                except RedisSetupError as exc:
-                    raise InputError(str(exc)) from None
-            return await operation(Management(store, live), args)
-        finally:
-            if live is not None:
-                await live.close()
-            await store.close()
+    from bastion.cli import running  # the database, Redis and Management: only once a command runs
 
-    try:
-        return asyncio.run(go())
-    except (StoreError, MoneyError, InputError) as exc:
-        return fail(str(exc))
+    return running.run(operation, args)
 
 
 async def _migrate(management: Management, args: argparse.Namespace) -> int:
+    from bastion.db import migrate
+
     engine = management.store.engine
     if args.down:
         await migrate.downgrade(engine, args.revision if args.revision != "head" else "base")
@@ -134,8 +116,9 @@ async def _accounts_list(management: Management, args: argparse.Namespace) -> in
         emit_json([a.as_json() for a in accounts])
     else:
         table(
-            [(a.id, a.name, format_usd(a.balance_nano), a.created_at) for a in accounts],
+            [(a.id, a.name, format_usd(a.balance_nano), when(a.created_at)) for a in accounts],
             ["ID", "NAME", "BALANCE", "CREATED"],
+            empty="no accounts",
         )
     return 0
 
@@ -146,7 +129,7 @@ async def _credits_add(management: Management, args: argparse.Namespace) -> int:
         emit_json(credit.as_json())
     else:
         print(
-            f"added {format_usd(credit.amount_nano)} to {credit.account_id};"
+            f"added {format_usd(credit.amount_nano)} to {labelled(args.account, credit.account_id)};"
             f" balance {format_usd(credit.balance_nano)}"
         )
     return 0
@@ -160,7 +143,8 @@ async def _credits_adjust(management: Management, args: argparse.Namespace) -> i
         emit_json(credit.as_json())
     else:
         balance = format_usd(credit.balance_nano)
-        print(f"adjusted {credit.account_id} by {format_usd(credit.amount_nano)}; balance {balance}")
+        account = labelled(args.account, credit.account_id)
+        print(f"adjusted {account} by {format_usd(credit.amount_nano)}; balance {balance}")
     return 0
 
 
@@ -170,13 +154,15 @@ async def _usage(management: Management, args: argparse.Namespace) -> int:
     if args.json:
         emit_json([r.as_json() for r in rows])
         return 0
+    accounts = {account.id: account.name for account in await management.list_accounts()}
+    keys = await management.key_names({r.key_id for r in rows})
     table(
         [
             (
-                r.created_at,
+                when(r.created_at),
                 r.request_id,
-                r.account_id,
-                r.key_id,
+                labelled(accounts.get(r.account_id), r.account_id),
+                labelled(keys.get(r.key_id), r.key_id),
                 r.model,
                 r.endpoint,
                 r.prompt_tokens,
@@ -188,7 +174,10 @@ async def _usage(management: Management, args: argparse.Namespace) -> int:
             for r in rows
         ],
         ["TIME", "REQUEST", "ACCOUNT", "KEY", "MODEL", "ENDPOINT", "IN", "OUT", "QUANTITY", "COST", "STATUS"],
+        empty="no usage records",
     )
+    if any(r.estimated for r in rows):
+        print(f"\n{ESTIMATED}")
     return 0
 
 
@@ -201,7 +190,7 @@ async def _ledger_check(management: Management, args: argparse.Namespace) -> int
         table(
             [
                 (
-                    line.name,
+                    labelled(line.name, line.account_id),
                     format_usd(line.balance_nano),
                     format_usd(line.credits_nano),
                     format_usd(line.usage_nano),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -11,12 +10,13 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.cli.output import fail
-from bastion.config import Catalog, ConfigError, Settings, load_catalog
-from bastion.db.engine import is_sqlite
 from bastion.logs import configure as configure_logs
+
+if TYPE_CHECKING:  # imported where used: `bastion --help` builds this module's parsers, nothing more
+    from bastion.config import Catalog, Settings
 
 DEMO_ACCOUNT = "demo"
 DEMO_CREDIT_NANO = 10 * 10**9
@@ -72,6 +72,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bastion.config import ConfigError, Settings
+    from bastion.db.engine import is_sqlite
+
     # Worker processes read their settings from the environment: put the flags there.
     for flag in (
         "host",
@@ -174,6 +179,8 @@ def _listen(settings: Settings) -> list[socket.socket] | int:
 
 def _announce_demo(settings: Settings) -> None:
     """The demo account, key and dashboard owner (made or kept), printed for the person who started it."""
+    import asyncio
+
     saved = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.exists() else None
     key = asyncio.run(demo_key(settings, saved))
     _keep(DEMO_KEY_FILE, key, saved)
@@ -305,6 +312,8 @@ async def demo_owner(settings: Settings, saved: str | None) -> str:
 
 
 def config_check(args: argparse.Namespace) -> int:
+    from bastion.config import ConfigError, Settings, load_catalog
+
     path = Path(args.path) if args.path else Settings().config
     try:
         catalog = load_catalog(path)
@@ -318,6 +327,7 @@ def config_reload(args: argparse.Namespace) -> int:
     """Check the models file here first (a broken one is not sent: exit 1, one line), then SIGHUP the
     server the pid file names; it reloads its own models file (`--config`), and keeps it if broken."""
     from bastion.cli.process import read_pid
+    from bastion.config import ConfigError, Settings, load_catalog
 
     settings = Settings()
     path = Path(args.path) if args.path else settings.config

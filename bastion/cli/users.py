@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bastion.cli.inputs import InputError, cli_actor, parse_when
-from bastion.cli.output import emit_json, table
-from bastion.config import Settings
-from bastion.dashboard.links import set_password_link
-from bastion.db.people import ROLES, UserView
-from bastion.management import Management
+from bastion.auth.roles import ROLES
+from bastion.cli.inputs import InputError, account_arguments, cli_actor, parse_when
+from bastion.cli.output import emit_json, labelled, table, when
+
+if TYPE_CHECKING:
+    from bastion.db.people import UserView
+    from bastion.management import Management
 
 Command = Callable[..., argparse.ArgumentParser]
 
@@ -21,19 +23,26 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
     invite.add_argument("email")
     who = invite.add_mutually_exclusive_group(required=True)
     who.add_argument("--operator", action="store_true", help="sees and runs every account")
-    who.add_argument("--account", help="account id or name the user is a member of")
+    who.add_argument("--account", metavar="NAME_OR_ID", help="account id or name the user is a member of")
     invite.add_argument("--role", choices=ROLES, help="a member's role (with --account)")
     listing = command(users, "list", "list dashboard users", _list)
-    listing.add_argument("--account", help="only this account's members")
+    account_arguments(listing, help_="only this account's members (id or name)")
     remove = command(users, "remove", "remove a user and end their sessions", _remove)
     remove.add_argument("user", help="email or user id")
     reset = command(users, "reset", "clear a password, end its sessions, print a new one-time link", _reset)
     reset.add_argument("user", help="email or user id")
 
     audit = command(commands, "audit", "the audit log, newest first", _audit)
-    audit.add_argument("--account", help="account id or name")
+    account_arguments(audit, help_="only this account's entries (id or name)")
     audit.add_argument("--since", help="ISO date/time (UTC) or a duration ago: 1h, 7d")
     audit.add_argument("--limit", type=int, default=100)
+
+
+def _link(token: str) -> str:
+    from bastion.config import Settings
+    from bastion.dashboard.links import set_password_link
+
+    return set_password_link(Settings(), token)
 
 
 async def _invite(management: Management, args: argparse.Namespace) -> int:
@@ -44,7 +53,7 @@ async def _invite(management: Management, args: argparse.Namespace) -> int:
     user, token = await management.invite_user(
         args.email, args.operator, args.account, args.role, cli_actor()
     )
-    link = set_password_link(Settings(), token)
+    link = _link(token)
     if args.json:
         emit_json({**user.as_json(), "link": link})
     else:
@@ -58,18 +67,19 @@ async def _list(management: Management, args: argparse.Namespace) -> int:
     if args.json:
         emit_json([u.as_json() for u in users])
         return 0
+    accounts = await _account_names(management)
     rows = [
         (
             u.id,
             u.email,
             "operator" if u.operator else u.role,
-            u.account_id or "-",
+            labelled(accounts.get(u.account_id or ""), u.account_id),
             u.status,
-            u.last_signin_at or "-",
+            when(u.last_signin_at),
         )
         for u in users
     ]
-    table(rows, ["ID", "EMAIL", "ROLE", "ACCOUNT", "STATUS", "LAST SIGN-IN"])
+    table(rows, ["ID", "EMAIL", "ROLE", "ACCOUNT", "STATUS", "LAST SIGN-IN"], empty="no dashboard users")
     return 0
 
 
@@ -81,7 +91,7 @@ async def _remove(management: Management, args: argparse.Namespace) -> int:
 
 async def _reset(management: Management, args: argparse.Namespace) -> int:
     user, token = await management.reset_user(args.user, cli_actor())
-    link = set_password_link(Settings(), token)
+    link = _link(token)
     if args.json:
         emit_json({**user.as_json(), "link": link})
     else:
@@ -95,22 +105,28 @@ async def _audit(management: Management, args: argparse.Namespace) -> int:
     if args.json:
         emit_json([e.as_json() for e in entries])
         return 0
+    accounts = await _account_names(management)
     table(
         [
             (
-                e.at.isoformat(timespec="seconds"),
+                when(e.at),
                 e.actor,
                 e.address or "-",
-                e.account_id or "-",
+                labelled(accounts.get(e.account_id or ""), e.account_id),
                 e.action,
                 e.target or "",
-                " ".join(f"{k}={v}" for k, v in e.detail.items()),
+                " ".join(f"{k}={v}" for k, v in e.as_json()["detail"].items()),
             )
             for e in entries
         ],
         ["TIME", "WHO", "FROM", "ACCOUNT", "ACTION", "TARGET", "DETAIL"],
+        empty="no audit entries",
     )
     return 0
+
+
+async def _account_names(management: Management) -> dict[str, str]:
+    return {account.id: account.name for account in await management.list_accounts()}
 
 
 def _who(user: UserView) -> str:

@@ -13,12 +13,16 @@ import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from bastion.config.settings import Settings
 
 ENDPOINT_KINDS = ("chat", "completions", "embeddings", "images", "transcription", "responses", "tts")
 CATEGORIES = ("LLM", "Code", "Vision", "Safety", "Embedding", "Image", "Transcription", "TTS")
@@ -132,7 +136,19 @@ class Catalog:
     sha256: str = ""  # of the file's bytes: the version a running process reports (/readyz, /metrics)
 
 
-def load_catalog(path: Path | str) -> Catalog:
+def demo_models_file() -> Path:
+    """The built-in demo's models file (`bastion serve --demo`): mock models, no network."""
+    return Path(str(resources.files("bastion") / "demo.yaml"))
+
+
+def served_models_file(settings: Settings) -> Path:
+    """The models file `bastion serve` serves with these settings: the demo's, or BASTION_CONFIG."""
+    return demo_models_file() if settings.demo else Path(settings.config)
+
+
+def load_catalog(path: Path | str, require_env: bool = True) -> Catalog:
+    """`require_env=False`: a `${VAR}` whose variable is unset is kept as written, for a reader that
+    needs only the models (the CLI checking a key's models, where providers' keys are not set)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -143,11 +159,11 @@ def load_catalog(path: Path | str) -> Catalog:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
-    catalog = parse_catalog(text, path)
+    catalog = parse_catalog(text, path, require_env)
     return dataclasses.replace(catalog, created=created, sha256=hashlib.sha256(data).hexdigest())
 
 
-def parse_catalog(text: str, source: Path | str) -> Catalog:
+def parse_catalog(text: str, source: Path | str, require_env: bool = True) -> Catalog:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -159,7 +175,7 @@ def parse_catalog(text: str, source: Path | str) -> Catalog:
         raise ConfigError(source, "", "the models file must be a mapping with 'providers' and 'models'")
 
     _require_env_references(raw, source)
-    raw = _substitute_env(raw, "", source)
+    raw = _substitute_env(raw, "", source, require_env)
     try:
         parsed = _ModelsFile.model_validate(raw)
     except ValidationError as exc:
@@ -216,17 +232,22 @@ def _require_env_references(raw: dict[str, Any], source: Path | str) -> None:
             )
 
 
-def _substitute_env(node: Any, path: str, source: Path | str) -> Any:
+def _substitute_env(node: Any, path: str, source: Path | str, required: bool = True) -> Any:
     if isinstance(node, dict):
-        return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), source) for k, v in node.items()}
+        return {
+            k: _substitute_env(v, f"{path}.{k}" if path else str(k), source, required)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_substitute_env(v, f"{path}[{i}]", source) for i, v in enumerate(node)]
+        return [_substitute_env(v, f"{path}[{i}]", source, required) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def resolve(match: re.Match[str]) -> str:
             name = match.group(1)
             value = os.environ.get(name)
             if value is None:
+                if not required:
+                    return match.group(0)
                 raise ConfigError(source, path, f"environment variable {name} is not set")
             return value
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.db.models import AuditEntry, utcnow
-from bastion.db.views import as_utc
+from bastion.db.views import as_utc, rfc3339, usd_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +67,13 @@ class AuditView:
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "at": self.at.isoformat(),
+            "at": rfc3339(self.at),
             "actor": self.actor,
             "address": self.address,
             "account_id": self.account_id,
             "action": self.action,
             "target": self.target,
-            "detail": self.detail,
+            "detail": usd_fields(self.detail),  # an amount as everywhere else: `amount_usd`
         }
 
 

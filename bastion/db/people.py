@@ -21,13 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.auth.keys import new_id
+from bastion.auth.roles import ROLES
 from bastion.db.audit import Actor, record
 from bastion.db.errors import Conflict, NotFound, StoreError
 from bastion.db.lookups import find_account
 from bastion.db.models import DashboardSession, DashboardUser, utcnow
-from bastion.db.views import as_utc
+from bastion.db.views import as_utc, rfc3339
 
-ROLES = ("owner", "developer", "viewer")
 LINK_LIFETIME = timedelta(hours=72)
 TOUCH_EVERY = timedelta(seconds=60)  # a session's last use is written at most this often
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
@@ -73,10 +73,10 @@ class UserView:
             "account_id": self.account_id,
             "role": self.role,
             "status": self.status,
-            "created_at": self.created_at.isoformat(),
+            "created_at": rfc3339(self.created_at),
             "created_by": self.created_by,
-            "link_expires_at": self.link_expires_at.isoformat() if self.link_expires_at else None,
-            "last_signin_at": self.last_signin_at.isoformat() if self.last_signin_at else None,
+            "link_expires_at": rfc3339(self.link_expires_at),
+            "last_signin_at": rfc3339(self.last_signin_at),
         }
 
 

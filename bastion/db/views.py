@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.db.models import Account, ApiKey
-from bastion.money import format_usd
+from bastion.money import decimal_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +18,7 @@ class AccountView:
     created_at: datetime
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "balance_usd": format_usd(self.balance_nano),
-            "created_at": _iso(self.created_at),
-        }
+        return usd_fields(asdict(self)) | {"created_at": rfc3339(self.created_at)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +42,9 @@ class KeyView:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         for field in ("expires_at", "revoked_at", "created_at"):
-            data[field] = _iso(data[field])
+            data[field] = rfc3339(data[field])
         data["allowed_models"] = list(self.allowed_models) if self.allowed_models is not None else None
-        return data
+        return usd_fields(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +58,7 @@ class CreditView:
     actor: str
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "amount_usd": format_usd(self.amount_nano),
-            "balance_usd": format_usd(self.balance_nano),
-        }
+        return usd_fields(asdict(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +89,12 @@ class UsageRow:
     client_request_id: str | None = None  # the client's own x-request-id, when it sent one
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "created_at": _iso(self.created_at), "cost_usd": format_usd(self.cost_nano)}
+        """As `GET /v1/requests/{id}` has it: `cost_usd`, and `cost_nano` beside it."""
+        return {
+            **asdict(self),
+            "created_at": rfc3339(self.created_at),
+            "cost_usd": decimal_usd(self.cost_nano),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +112,24 @@ class LedgerLine:
         return books and self.rolled_up_nano == self.usage_nano
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return usd_fields(asdict(self)) | {"ok": self.ok}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def rfc3339(value: datetime | None) -> str | None:
+    """A time as every JSON answer gives it: RFC 3339 in UTC, `Z` (as `/v1` does)."""
+    if value is None:
+        return None
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+
+
+def usd_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Every `<name>_nano` amount as `<name>_usd`, a decimal string of USD (`"9.83966288"`)."""
+    converted: dict[str, Any] = {}
+    for name, value in data.items():
+        if name.endswith("_nano"):
+            name, value = name.removesuffix("_nano") + "_usd", None if value is None else decimal_usd(value)
+        converted[name] = value
+    return converted
 
 
 def as_utc(value: datetime | None) -> datetime | None:
