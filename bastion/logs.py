@@ -166,7 +166,7 @@ class TextAccessHandler(AccessHandler):
             parts.append("stream")
         if "cost_usd" in fields:
             tokens = f"{fields['prompt_tokens']}+{fields['completion_tokens']}"
-            parts.append(f"{tokens} tokens {fields['cost_usd']}")
+            parts.append(f"{tokens} tokens ${fields['cost_usd']}")
         if fields.get("key"):
             parts.append(f"key={fields['key']}")
         parts.append(str(fields.get("request_id")))

@@ -174,7 +174,7 @@ def test_the_gateway_log_holds_no_key_and_no_prompt(client: openai.OpenAI, gatew
         time.sleep(0.02)
     ok, failed = lines["log-ok"], lines["log-502"]
     assert (ok["status"], ok["model"], ok["endpoint"], ok["upstream"]) == (200, "m-echo", "chat", "up")
-    assert ok["key"] == CLIENT_KEY[:12] and ok["prompt_tokens"] == 11 and ok["cost_usd"] == "$0.000017"
+    assert ok["key"] == CLIENT_KEY[:12] and ok["prompt_tokens"] == 11 and ok["cost_usd"] == "0.000017"
     assert (failed["status"], failed["error"]) == (502, "upstream_error")
     log = gateway.log_text()
     assert secret_prompt not in log

@@ -14,7 +14,7 @@ from typing import Any
 from bastion import metrics
 from bastion.api.exchange import Exchange
 from bastion.logs import write_access_lines
-from bastion.money import format_usd
+from bastion.money import decimal_usd
 
 _pending: list[tuple[Exchange, float]] = []
 _soon: tuple[asyncio.AbstractEventLoop, asyncio.Handle] | None = None
@@ -68,7 +68,7 @@ def access_fields(exchange: Exchange, ended: float) -> dict[str, Any]:
         fields.update(
             prompt_tokens=record.prompt_tokens,
             completion_tokens=record.completion_tokens,
-            cost_usd=format_usd(record.cost_nano),
+            cost_usd=decimal_usd(record.cost_nano),
             estimated=record.estimated,
         )
     return fields
