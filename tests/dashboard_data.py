@@ -149,7 +149,9 @@ def forty(text: str) -> str:
 
 def email(first: str, last: str, domain: str) -> str:
     """A 40-character address: as long as the dashboard must show."""
-    local = f"{first}.{last}"[: 39 - len(domain)]
+    room = 39 - len(domain)
+    local = f"{first}.{last}"[:room].rstrip(".-")
+    local += "".join(str(n % 10) for n in range(room - len(local)))
     address = f"{local}@{domain}"
     assert len(address) == 40, address
     return address
@@ -286,7 +288,7 @@ async def seed(management: Management) -> Seeded:
     await management.add_credits(main.id, 1_500 * USD + 987_654_321, NOTES[1], admin)
     await management.add_credits(main.id, -(12 * USD + 345_678_901), NOTES[2], admin, "adjustment")
 
-    operator_email = email("operations", "on-call", "platform.bastion-ops.example")
+    operator_email = email("operations", "on-call", "ops.bastion.example")
     operator_session = await _person(management, operator_email, None)
     domain = "research.northwind.example"
     roles = ["owner", "developer", "developer", "viewer", "viewer", "developer"]

@@ -4,7 +4,8 @@ over its neighbour, no money figure or email wraps where it should not, filter b
 run in the page (tests/dashboard_fit.js) in Debian's Chromium, against one seeded `bastion serve` on the
 embedded stack, reused for every page and both sizes.
 
-BASTION_FIT_SCREENSHOTS=DIR captures every page at both sizes as DIR/SIZE/PAGE.png, to look at.
+BASTION_FIT_SCREENSHOTS=DIR captures every page at both sizes, to look at: DIR/SIZE/PAGE.png (the
+window) and "PAGE (whole page).png".
 Without Chromium the module skips, unless BASTION_REQUIRE_BROWSER=1 (CI), where it fails.
 """
 
@@ -181,7 +182,8 @@ def fit_problems(page: Page, name: str, size: str) -> list[str]:
     where = os.environ.get("BASTION_FIT_SCREENSHOTS")
     if where:
         (Path(where) / size).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(where) / size / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(where) / size / f"{name}.png"))
+        page.screenshot(path=str(Path(where) / size / f"{name} (whole page).png"), full_page=True)
     problems: list[str] = page.evaluate(CHECKS)
     return problems
 
