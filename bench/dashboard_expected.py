@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import ColumnElement, case, func, literal, select, tuple_
 
 from bastion.auth.passwords import hash_password
-from bastion.dashboard.render import count, usd
+from bastion.dashboard.formats import count, usd
 from bastion.dashboard.usage import PAGE_SIZE
 from bastion.db.audit import Actor
 from bastion.db.models import UsageRecord

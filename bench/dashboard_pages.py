@@ -178,17 +178,20 @@ def rows_are(expected: Sequence[str], more: bool) -> Check:
 
 
 def card_is(figure: str, value: str, sub: str | None = None) -> Check:
-    """The overview's card `data-figure=...` shows this value (and sub-line)."""
+    """The overview's card `data-figure=...` shows this value (and sub-line); a money figure's value is
+    its exact amount (its title)."""
     pattern = re.compile(
-        rf'data-figure="{re.escape(figure)}">.*?<div class="value">([^<]*)</div>'
-        rf'(?:<div class="sub">([^<]*)</div>)?'
+        rf'data-figure="{re.escape(figure)}">.*?<div class="value">'
+        r'(?:<span class="money" title="([^"]*)">[^<]*</span>|([^<]*))</div>'
+        r'(?:<div class="sub">([^<]*)</div>)?'
     )
 
     def check(page: str) -> str | None:
         found = pattern.search(page)
         if found is None:
             return f'no data-figure="{figure}" card'
-        shown = (html.unescape(found.group(1)), html.unescape(found.group(2) or ""))
+        value_shown = found.group(1) if found.group(1) is not None else found.group(2)
+        shown = (html.unescape(value_shown), html.unescape(found.group(3) or ""))
         if shown[0] != value or (sub is not None and shown[1] != sub):
             return f"{figure} shows {shown[0]!r} / {shown[1]!r}, expected {value!r} / {sub!r}"
         return None

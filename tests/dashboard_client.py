@@ -18,8 +18,9 @@ _FORM = re.compile(r'name="form_token" value="([^"]+)"')
 
 
 def dollars(nano: int) -> str:
-    """How the dashboard shows money, written out independently: exact, trailing zeros trimmed past the
-    cents, thousands separators ('$0.000017', '$1,234.50')."""
+    """The exact amount of a dashboard money figure (its title; the text may be rounded), written out
+    independently: trailing zeros trimmed past the cents, thousands separators ('$0.000017',
+    '$1,234.50')."""
     sign = "-" if nano < 0 else ""
     whole, fraction = divmod(abs(nano), 10**9)
     digits = f"{fraction:09d}".rstrip("0").ljust(2, "0")

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from stacks import Stack, poll
 from upstream import MockUpstream
 
+from bastion.dashboard import formats
 from bastion.dashboard.usage import csv_line
 from bastion.db.models import utcnow
 from bastion.db.views import UsageRow
@@ -28,6 +29,7 @@ from bastion.money import decimal_usd
 
 USD = 10**9
 HELLO = [{"role": "user", "content": "hi"}]
+EXACT = r'<span class="money" title="([^"]+)">'  # a money figure: its exact amount (the text is compact)
 
 
 def _ids(stack: Stack) -> tuple[str, str, str]:
@@ -469,9 +471,29 @@ def test_keys_created_edited_and_revoked_in_the_dashboard_apply_to_the_api_and_t
         audit = owner.page(f"/dashboard/a/{account_id}/audit").text
         for action in ("key.create", "key.update", "key.revoke", "signin", "user.password_set"):
             assert f'data-action="{action}"' in audit
-        assert owner.email in audit and "127.0.0.1" in audit
+        assert owner.email in re.sub(r"<[^>]+>", "", audit) and "127.0.0.1" in audit
         cli = stack.bastion("audit", "--account", account_id, "--json").stdout
         assert '"action": "key.revoke"' in cli and f'"actor": "{owner.email}"' in cli
+        # A key's limits are recorded when it is made, and what changed when it is changed.
+        details = {e["action"]: e["detail"] for e in json.loads(cli) if e["target"].startswith("ci")}
+        assert details["key.create"] == {
+            "key_id": key_id,
+            "models": ["m-echo"],
+            "budget_nano": 500_000_000,
+            "budget_period": "daily",
+        }
+        assert details["key.update"] == {
+            "key_id": key_id,
+            "name": "ci-2",
+            "rpm": 1,
+            "models": None,
+            "budget_nano": None,
+            "budget_period": None,
+        }
+        shown = re.sub(r"<[^>]+>", "", audit)  # the page says it in words, amounts in USD
+        # Phrases apart (the " ·" between them is the stylesheet's):
+        assert "budget $0.50 daily models: m-echo" in shown
+        assert "named “ci-2” no budget 1 rpm all models" in shown
     finally:
         owner.close()
 
@@ -647,7 +669,7 @@ def test_the_overview_cards_keep_their_windows_whatever_the_charts_range(stack: 
             page = viewer.page(f"/dashboard/a/{account_id}/", days=str(days)).text
 
             def card(name: str, text: str = page) -> str:
-                found = re.search(rf'data-figure="{name}">.*?class="value">([^<]+)<', text, re.S)
+                found = re.search(rf'data-figure="{name}">.*?class="value">{EXACT}', text, re.S)
                 assert found, name
                 return found.group(1)
 
@@ -670,7 +692,7 @@ def test_the_overview_shows_what_requests_in_flight_hold(stack: Stack, upstream:
     def cards(path: str = overview) -> tuple[str, str, str]:
         text = viewer.page(path).text
         found = [
-            re.search(rf'data-figure="{name}">.*?class="value">([^<]+)<', text, re.S)
+            re.search(rf'data-figure="{name}">.*?class="value">{EXACT}', text, re.S)
             for name in ("balance", "reserved", "available")
         ]
         assert all(found)
@@ -697,3 +719,21 @@ def test_the_overview_shows_what_requests_in_flight_hold(stack: Stack, upstream:
         assert poll(lambda: cards() == (left, "$0.00", left), 5), cards()
     finally:
         viewer.close()
+
+
+def test_money_is_shown_compact_with_the_exact_amount_in_its_title() -> None:
+    assert [formats.usd_compact(n) for n in (0, 17_000, 80_284_800, 999_795_000, 1_234_567_891_234)] == [
+        "$0.00",
+        "$0.000017",
+        "$0.0803",
+        "$1.00",
+        "$1,234.57",
+    ]
+    assert formats.usd_compact(-12_345_678_901) == "-$12.35"
+    assert formats.money(80_284_800) == '<span class="money" title="$0.0802848">$0.0803</span>'
+    assert str(formats.money(None)) == '<span class="faint">—</span>'
+    assert formats.email("a.b-c@x.example") == (
+        '<span class="email"><span>a<wbr>.b-c</span><wbr><span>@x<wbr>.example</span></span>'
+    )
+    assert formats.email("<b>@x") == '<span class="email"><span>&lt;b&gt;</span><wbr><span>@x</span></span>'
+    assert formats.email("cli:root") == "cli:root"

@@ -147,7 +147,10 @@ def nano(usd: str) -> int:
 
 
 def figure(page: Page, name: str) -> str:
-    return page.locator(f'[data-figure="{name}"] .value').inner_text().strip()
+    """A card's value; a money figure's exact amount (its title: the text shown may be rounded)."""
+    value = page.locator(f'[data-figure="{name}"] .value')
+    money = value.locator(".money")
+    return (money.get_attribute("title") or "") if money.count() else value.inner_text().strip()
 
 
 def visit(page: Page, path: str) -> None:
@@ -307,7 +310,7 @@ def test_the_overview_shows_exactly_the_usage_the_ledger_recorded(stack: Stack, 
     today = datetime.now(UTC).date().isoformat()
 
     page = join(stack, contexts(), account_id, "viewer").page
-    expect(page.locator('[data-figure="spend-today"] .value')).to_have_text(dollars(total))
+    expect(page.locator('[data-figure="spend-today"] .money')).to_have_attribute("title", dollars(total))
     assert figure(page, "spend-7d") == figure(page, "spend-30d") == dollars(total)
     assert figure(page, "requests") == "7"
     expect(page.locator('[data-figure="requests"] .sub')).to_have_text("1 failed")
@@ -642,8 +645,18 @@ def test_every_page_renders_for_an_operator(stack: Stack, contexts: Contexts) ->
     async def open_account(management: Management) -> tuple[str, list[tuple[str, str]]]:
         account = await management.create_account("Acme Research", 0, "tests")
         keys = []
-        for name in ("production", "staging", "notebook"):
-            key, plaintext = await management.create_key(account.id, name, actor="tests")
+        limits: dict[str, dict[str, Any]] = {  # what the keys page's screenshot shows
+            "production": {
+                "rpm": 600,
+                "budget_nano": 50 * USD,
+                "budget_period": "monthly",
+                "max_parallel": 8,
+            },
+            "staging": {"tpm": 200_000, "budget_nano": 5 * USD, "budget_period": "daily"},
+            "notebook": {"expires_at": datetime.now(UTC) + timedelta(days=30)},
+        }
+        for name, settings in limits.items():
+            key, plaintext = await management.create_key(account.id, name, actor="tests", **settings)
             keys.append((key.id, plaintext))
         return account.id, keys
 
@@ -673,7 +686,9 @@ def test_every_page_renders_for_an_operator(stack: Stack, contexts: Contexts) ->
 
     visit(page, f"{a}/")
     expect(page.locator("h1")).to_have_text("Overview")
-    expect(page.locator('[data-figure="spend-today"] .value')).to_have_text(dollars(spent_today))
+    expect(page.locator('[data-figure="spend-today"] .money')).to_have_attribute(
+        "title", dollars(spent_today)
+    )
     days = set(page.eval_on_selector_all("rect.seg", "nodes => nodes.map(n => n.dataset.day)"))
     assert len(days) == 14 and page.locator("svg[data-chart] .empty-label").count() == 0
     assert figure(page, "balance") == dollars(250 * USD - seeded - spent_today)
@@ -709,8 +724,8 @@ def test_every_page_renders_for_an_operator(stack: Stack, contexts: Contexts) ->
     page.fill("#c-note", "invoice 1042")
     page.get_by_role("button", name="Record").click()
     page.wait_for_url(f"**{a}/credit?added=1")
-    expect(page.locator('[data-figure="balance"] .value')).to_have_text(
-        dollars(250 * USD - seeded - spent_today + 25 * USD)
+    expect(page.locator('[data-figure="balance"] .money')).to_have_attribute(
+        "title", dollars(250 * USD - seeded - spent_today + 25 * USD)
     )
     assert before == dollars(250 * USD - seeded - spent_today)
     expect(page.locator('table[data-table="credit"] tbody tr').first).to_contain_text("invoice 1042")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.config.models_file import ModelConfig
 from bastion.dashboard import usage
 from bastion.dashboard.charts import spend_chart
 from bastion.dashboard.context import AccountVisit, Visit
+from bastion.dashboard.rates import billed_prices, examples
 from bastion.db.errors import StoreError
-from bastion.money import MoneyError, cost_nano, usd_to_nano
+from bastion.money import MoneyError, usd_to_nano
 
 router = APIRouter()
 RANGES = (7, 30, 90)
@@ -62,31 +61,10 @@ async def one_request(visit: AccountVisit, request_id: str) -> Response:
     return await usage.request_page(visit, visit.account_id, request_id)
 
 
-def examples(model: ModelConfig) -> list[tuple[str, int]]:
-    """A typical request of each endpoint the model serves, and its exact cost."""
-    price, found = model.price, []
-    million, one = Decimal(1_000_000), Decimal(1)
-    if {"chat", "completions", "responses"} & set(model.endpoints):
-        found.append(
-            ("1,000 input + 500 output tokens", cost_nano([(1000, price.input), (500, price.output)]))
-        )
-    if "embeddings" in model.endpoints:
-        found.append(("1,000 input tokens", cost_nano([(1000, price.input)])))
-    if "images" in model.endpoints:
-        found.append(("1 image", cost_nano([(1, price.image)], per=one)))
-    if "transcription" in model.endpoints:
-        found.append(("1 minute of audio", cost_nano([(60, price.audio_second)], per=one)))
-        if price.request:
-            found.append(("a transcript of unknown length", cost_nano([(1, price.request)], per=one)))
-    if "tts" in model.endpoints:
-        found.append(("1,000 characters of speech", cost_nano([(1000, price.characters)], per=million)))
-    return found
-
-
 @router.get("/a/{account_id}/models")
 async def models(visit: AccountVisit) -> Response:
     catalog = visit.dashboard.catalog()
-    rows = [(model, examples(model)) for model in catalog.models.values()]
+    rows = [(model, billed_prices(model), examples(model)) for model in catalog.models.values()]
     return visit.page("models.html", models=rows)
 
 

@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass
 from datetime import date
 
-from bastion.dashboard.render import day as day_label
-from bastion.dashboard.render import usd, usd_short
+from bastion.dashboard.formats import day as day_label
+from bastion.dashboard.formats import usd, usd_short
 from bastion.db.reports import Overview, Totals
 
 PALETTE = 8  # .c0 ... .c7 in dashboard.css; .c8 is "other models"
@@ -62,8 +62,13 @@ class Chart:
     segments: list[Segment]
     ticks: list[Tick]
     labels: list[DayLabel]
-    legend: list[Legend]
+    legend: list[Legend]  # the models with a colour of their own
+    others: list[Legend]  # the rest, grey in the chart, listed under one line
     empty: bool
+
+    @property
+    def others_nano(self) -> int:
+        return sum(item.cost_nano for item in self.others)
 
 
 def _nice_ceiling(value: int) -> int:
@@ -113,4 +118,7 @@ def spend_chart(overview: Overview) -> Chart:
         if (len(days) - 1 - i) % every == 0
     ]
     legend = [Legend(model, css[model], by_model[model].cost_nano) for model in ranked]
-    return Chart(WIDTH, HEIGHT, LEFT, TOP + plot_height, segments, ticks, labels, legend, not segments)
+    coloured, others = legend[:PALETTE], legend[PALETTE:]
+    return Chart(
+        WIDTH, HEIGHT, LEFT, TOP + plot_height, segments, ticks, labels, coloured, others, not segments
+    )

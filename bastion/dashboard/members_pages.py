@@ -64,4 +64,4 @@ async def audit(visit: AccountVisit, before: int | None = None) -> Response:
         visit.account_id, before_id=before, limit=100
     )
     more = entries[-1].id if len(entries) == 100 else None
-    return visit.page("audit.html", entries=entries, more=more, all_accounts=False)
+    return visit.page("audit.html", entries=entries, accounts={}, more=more, all_accounts=False)

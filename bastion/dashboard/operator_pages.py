@@ -130,9 +130,11 @@ async def remove(visit: OperatorVisit, user_id: str) -> Response:
 
 @router.get("/audit")
 async def audit(visit: OperatorVisit, before: int | None = None) -> Response:
-    entries = await visit.dashboard.management.store.audit.entries(None, before_id=before, limit=100)
+    store = visit.dashboard.management.store
+    entries = await store.audit.entries(None, before_id=before, limit=100)
+    accounts = await store.log.account_names([e.account_id for e in entries if e.account_id])
     more = entries[-1].id if len(entries) == 100 else None
-    return visit.page("audit.html", entries=entries, more=more, all_accounts=True)
+    return visit.page("audit.html", entries=entries, accounts=accounts, more=more, all_accounts=True)
 
 
 @router.get("/gateway")

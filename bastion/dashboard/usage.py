@@ -85,6 +85,7 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
     log = visit.dashboard.management.store.log
     page = await log.log_page(account_id, filters.query(), cursor, PAGE_SIZE)
     names = await log.key_names([row.key_id for row in page.rows])
+    accounts = await log.account_names([row.account_id for row in page.rows]) if account_id is None else {}
     if account_id is not None:
         keys = [(k.id, k.name, k.prefix) for k in await visit.dashboard.management.list_keys(account_id)]
     else:
@@ -95,6 +96,7 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
         "usage.html",
         rows=page.rows,
         names=names,
+        accounts=accounts,
         filters=filters,
         keys=keys,
         models=models,
@@ -107,11 +109,15 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
 
 
 async def request_page(visit: Visit, account_id: str | None, request_id: str) -> Response:
-    row = await visit.dashboard.management.store.log.request(account_id, request_id)
+    log = visit.dashboard.management.store.log
+    row = await log.request(account_id, request_id)
     if row is None:
         raise PageError(404, "Not found", f"No request '{request_id}' here.")
-    names = await visit.dashboard.management.store.log.key_names([row.key_id])
-    return visit.page("request.html", row=row, key=names.get(row.key_id))
+    names = await log.key_names([row.key_id])
+    accounts = await log.account_names([row.account_id])
+    return visit.page(
+        "request.html", row=row, key=names.get(row.key_id), account_name=accounts.get(row.account_id)
+    )
 
 
 def _text(value: str | None) -> str:

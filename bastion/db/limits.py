@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
 
 from bastion.db.errors import StoreError
 from bastion.db.models import utcnow
 from bastion.periods import PERIODS
 
 COLUMN = {"models": "allowed_models"}  # field -> column, where they differ
+BUDGET = ("budget_nano", "budget_period")  # recorded together: an amount means nothing without its period
+
+
+def plain(value: Any) -> Any:
+    """A setting as the audit log keeps it (JSON): times in UTC, lists."""
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 @dataclass(slots=True)
@@ -43,3 +52,13 @@ class KeyLimits:
         self.budget_period = self.budget_period or "total"
         if self.budget_period not in PERIODS:
             raise StoreError(f"the budget period must be one of {', '.join(PERIODS)}")
+
+    def audit_detail(self, before: KeyLimits | None = None) -> dict[str, Any]:
+        """What the audit log records of these limits: on a new key, every limit it has; on a change,
+        each limit that changed from `before` (None: removed), the budget with its period."""
+        now = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        was = {f.name: plain(getattr(before, f.name)) for f in fields(before)} if before else {}
+        changed = {k: v for k, v in now.items() if (v != was.get(k) if before else v is not None)}
+        if any(field in changed for field in BUDGET):
+            changed |= {field: now[field] for field in BUDGET}
+        return changed

@@ -1,4 +1,5 @@
-"""Finding rows by what people type or pages show: an account by its id or name, keys' names by id."""
+"""Finding rows by what people type or pages show: an account by its id or name, keys' and accounts'
+names by id."""
 
 from __future__ import annotations
 
@@ -24,3 +25,11 @@ async def key_names(session: AsyncSession, key_ids: list[str]) -> dict[str, tupl
         select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(ApiKey.id.in_(set(key_ids)))
     )
     return {r.id: (r.name, r.prefix) for r in rows}
+
+
+async def account_names(session: AsyncSession, account_ids: list[str]) -> dict[str, str]:
+    """Account id -> name, for the accounts named (a page's worth)."""
+    if not account_ids:
+        return {}
+    rows = await session.execute(select(Account.id, Account.name).where(Account.id.in_(set(account_ids))))
+    return {r.id: r.name for r in rows}

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bastion.db.lookups import key_names
+from bastion.db.lookups import account_names, key_names
 from bastion.db.models import UsageDaily, UsageRecord
 from bastion.db.views import UsageRow, as_utc
 
@@ -148,6 +148,11 @@ class RequestLog:
         """Key id -> (name, display prefix)."""
         async with self._sessions() as session:
             return await key_names(session, key_ids)
+
+    async def account_names(self, account_ids: list[str]) -> dict[str, str]:
+        """Account id -> name."""
+        async with self._sessions() as session:
+            return await account_names(session, account_ids)
 
 
 def usage_row(record: UsageRecord) -> UsageRow:

@@ -205,7 +205,8 @@ class Store:
                 created_by=as_actor(actor).name[:320],
             )
             session.add(key)
-            record(session, actor, "key.create", account.id, f"{name} ({key.prefix})", key_id=key.id)
+            detail = {"key_id": key.id} | limits.audit_detail()
+            record(session, actor, "key.create", account.id, f"{name} ({key.prefix})", **detail)
         return key_view(key), plaintext
 
     async def update_key(
@@ -225,6 +226,7 @@ class Store:
             }
             limits = KeyLimits(**(current | changes))
             limits.check(existing_expiry=key.expires_at)
+            changed = {"key_id": key.id} | limits.audit_detail(before=KeyLimits(**current))
             if name is not None and name.strip() != key.name:
                 name = name.strip()
                 if not name:
@@ -235,13 +237,11 @@ class Store:
                 if taken:
                     raise Conflict(f"the account already has a key named '{name}'")
                 key.name = name
+                changed["name"] = name
             for field in KeyLimits.__dataclass_fields__:
                 setattr(key, COLUMN.get(field, field), getattr(limits, field))
             key.version = (key.version or 0) + 1
             key.updated_at = utcnow()
-            changed = {field: _plain(value) for field, value in changes.items()}
-            if name is not None:
-                changed["name"] = key.name
             record(session, actor, "key.update", key.account_id, f"{key.name} ({key.prefix})", **changed)
         return key_view(key), key.key_hash
 
@@ -398,13 +398,6 @@ def _credit(
         actor=as_actor(actor).name[:200],
         created_at=utcnow(),
     )
-
-
-def _plain(value: Any) -> Any:
-    """A setting as the audit log keeps it."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return list(value) if isinstance(value, tuple | list) else value
 
 
 __all__ = [
