@@ -479,7 +479,7 @@ def test_keys_created_edited_and_revoked_in_the_dashboard_apply_to_the_api_and_t
         assert details["key.create"] == {
             "key_id": key_id,
             "models": ["m-echo"],
-            "budget_nano": 500_000_000,
+            "budget_usd": "0.5",
             "budget_period": "daily",
         }
         assert details["key.update"] == {
@@ -487,7 +487,7 @@ def test_keys_created_edited_and_revoked_in_the_dashboard_apply_to_the_api_and_t
             "name": "ci-2",
             "rpm": 1,
             "models": None,
-            "budget_nano": None,
+            "budget_usd": None,
             "budget_period": None,
         }
         shown = re.sub(r"<[^>]+>", "", audit)  # the page says it in words, amounts in USD

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bastion.db.errors import StoreError
 from bastion.db.models import utcnow
+from bastion.db.views import rfc3339
 from bastion.periods import PERIODS
 
 COLUMN = {"models": "allowed_models"}  # field -> column, where they differ
@@ -18,7 +19,7 @@ BUDGET = ("budget_nano", "budget_period")  # recorded together: an amount means 
 def plain(value: Any) -> Any:
     """A setting as the audit log keeps it (JSON): times in UTC, lists."""
     if isinstance(value, datetime):
-        return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+        return rfc3339(value)
     return list(value) if isinstance(value, tuple | list) else value
 
 
