@@ -19,6 +19,7 @@ from typing import Any
 from browser import TESTS, password_hash
 
 from bastion.db.audit import Actor
+from bastion.db.refusals import REFUSAL_CODES, RefusalTally
 from bastion.db.store import UsageRow
 from bastion.management import Management
 from bastion.money import cost_nano
@@ -236,6 +237,18 @@ def _usage(rng: random.Random, account_id: str, key_id: str, now: datetime, n: i
     )
 
 
+def _refusals(rng: random.Random, account_id: str, key_ids: list[str], now: datetime) -> list[RefusalTally]:
+    """Refusals of every code on most keys over the last 30 days, some in the hundreds of thousands."""
+    codes = list(REFUSAL_CODES)
+    tallies = []
+    for n in range(120):
+        day = now - timedelta(days=rng.randint(0, 29), minutes=rng.randint(0, 600))
+        count = rng.choice([1, 3, 17, 240, 12_345, 987_654])
+        key_id = key_ids[n % len(key_ids)]
+        tallies.append(RefusalTally(account_id, key_id, day.date(), codes[n % len(codes)], count, day))
+    return tallies
+
+
 async def seed(management: Management) -> Seeded:
     """The whole data set; the gateway is started after it (it loads balances at start)."""
     rng = random.Random(SEED)
@@ -281,6 +294,7 @@ async def seed(management: Management) -> Seeded:
     rows += [_usage(rng, a, other_keys[a], now, 880 + n) for n, a in enumerate(others * 7)][:120]
     assert len(rows) == 1_000
     assert await management.store.record_usage(rows) == 1_000
+    await management.store.refusals.add(_refusals(rng, main.id, key_ids, now))
 
     for n, account_id in enumerate([main.id, *others]):
         amount = 25_000 * USD if n == 0 else rng.randint(1, 10**6) * 10**7 + rng.randint(0, 10**7)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dashboard_client import person
 from stacks import Stack, poll
 
 from bastion.billing.live import LiveState, RedisLive
@@ -76,7 +77,7 @@ async def hammer(base_url: str, key: str, requests: int, concurrency: int = 16) 
 
 def test_2000_refusals_are_counted_and_write_no_usage_record(stack: Stack) -> None:
     # An account with no credit: every request is refused at admission (402 insufficient_funds).
-    account_id, _, key = stack.account(0, rpm=1_000_000, tpm=100_000_000)
+    account_id, key_id, key = stack.account(0, rpm=1_000_000, tpm=100_000_000)
     statuses = asyncio.run(hammer(stack.gateway.base_url, key, 2000))
     assert statuses == [402] * 2000
 
@@ -89,6 +90,24 @@ def test_2000_refusals_are_counted_and_write_no_usage_record(stack: Stack) -> No
     assert wait_counted(stack, account_id, {"insufficient_funds": 2000}) == {"insufficient_funds": 2000}
     assert stack.records(account_id) == []  # not one usage record for 2,000 refusals
     assert stack.balance(account_id) == 0
+
+    # The account's owner sees them: on the overview, in the usage page's refusals, on the key's row.
+    owner = person(stack, "--account", account_id, "--role", "owner")
+    try:
+        overview = owner.page(f"/dashboard/a/{account_id}/").text
+        assert 'data-refused="2000"' in overview
+        assert 'data-refused-code="insufficient_funds" data-count="2000"' in overview
+        failed = owner.page(f"/dashboard/a/{account_id}/usage", status="error").text
+        assert "No requests match." in failed and 'data-refused-note="2000"' in failed
+        refusals = owner.page(f"/dashboard/a/{account_id}/usage", status="refused").text
+        assert (
+            f'data-refusal-key="{key_id}" data-refusal-code="insufficient_funds" data-count="2000"'
+            in refusals
+        )
+        keys = owner.page(f"/dashboard/a/{account_id}/keys").text
+        assert 'data-last-refusal="insufficient_funds"' in keys
+    finally:
+        owner.close()
 
 
 def test_every_kind_of_refusal_is_counted_under_its_code(stack: Stack) -> None:

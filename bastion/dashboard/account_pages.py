@@ -32,11 +32,14 @@ async def live_balance(visit: Visit) -> tuple[int, int]:
 async def overview(visit: AccountVisit, days: int = 30) -> Response:
     days = days if days in RANGES else 30
     today = datetime.now(UTC).date()
-    figures = await visit.dashboard.management.store.reports.overview(visit.account_id, days, today)
+    store = visit.dashboard.management.store
+    figures = await store.reports.overview(visit.account_id, days, today)
+    refused = await store.refusals.summary(visit.account_id, figures.first_day, figures.last_day)
     balance, reserved = await live_balance(visit)
     return visit.page(
         "overview.html",
         figures=figures,
+        refused=refused,
         chart=spend_chart(figures),
         days=days,
         ranges=RANGES,

@@ -37,12 +37,14 @@ async def _keys_page(visit: Visit, status: int = 200, **context: Any) -> Respons
     today = datetime.now(UTC).date()
     figures: list[KeyFigures] = await visit.dashboard.management.store.reports.keys(visit.account_id, today)
     spend = await period_spend(visit, [f.key for f in figures])
+    refusals = await visit.dashboard.management.store.refusals.last_per_key([f.key.id for f in figures])
     defaults = {"error": None, "values": {}, "created": None, "plaintext": None, "notice": None}
     return visit.page(
         "keys.html",
         status,
         keys=figures,
         spend=spend,
+        refusals=refusals,
         models=list(visit.dashboard.catalog().models),
         periods=PERIODS,
         now=datetime.now(UTC),

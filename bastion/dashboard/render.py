@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse
 from bastion import __version__
 from bastion.dashboard import formats
 from bastion.dashboard.audit_detail import audit_detail
+from bastion.db.refusals import refusal_label, refusal_status
 from bastion.money import decimal_usd
 
 STATIC = Path(str(resources.files("bastion.dashboard") / "static"))
@@ -50,7 +51,13 @@ class Renderer:
             breakable=formats.breakable,
             audit_detail=audit_detail,
         )
-        self.env.globals.update(version=__version__, asset=_asset_version(), prefix="/dashboard")
+        self.env.globals.update(
+            version=__version__,
+            asset=_asset_version(),
+            prefix="/dashboard",
+            refusal_label=refusal_label,
+            refusal_status=refusal_status,
+        )
 
     def html(
         self, template: str, context: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ from bastion.db.views import UsageRow
 from bastion.money import decimal_usd
 
 PAGE_SIZE = 50
+REFUSAL_DAYS = 30  # the refusals shown when the filter names no dates
 CSV_COLUMNS = [
     "created_at",
     "request_id",
@@ -58,6 +59,15 @@ class Filters:
             self.key or None, self.model or None, status, _day(self.since, "from"), _day(self.until, "to", 1)
         )
 
+    def days(self, today: date) -> tuple[date, date]:
+        """The filter's first and last UTC day (the last 30 days when it names none), for the refusals."""
+        since, until = _day(self.since, "from"), _day(self.until, "to")
+        last = until.date() if until is not None else today
+        return (since.date() if since is not None else last - timedelta(days=REFUSAL_DAYS - 1)), last
+
+    def with_status(self, status: str) -> Filters:
+        return replace(self, status=status)
+
     def params(self, **extra: str) -> str:
         pairs = {
             "key": self.key,
@@ -81,6 +91,8 @@ def _day(text: str, name: str, plus: int = 0) -> datetime | None:
 
 async def log_page(visit: Visit, account_id: str | None, params: dict[str, str], base: str) -> Response:
     filters = Filters.of(params)
+    if filters.status == "refused":
+        return await refusals_page(visit, account_id, filters, base)
     cursor = Cursor.decode(params["after"]) if params.get("after") else None
     log = visit.dashboard.management.store.log
     page = await log.log_page(account_id, filters.query(), cursor, PAGE_SIZE)
@@ -92,8 +104,18 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
         keys = []
     today = datetime.now(UTC).date()
     models = await log.models_used(account_id, today - timedelta(days=90))
+    first_day, last_day = filters.days(today)
+    refused_total = 0
+    if filters.status in ("", "error") and not filters.model:  # a refusal has no model, nor a status
+        summary = await visit.dashboard.management.store.refusals.summary(
+            account_id, first_day, last_day, filters.key or None
+        )
+        refused_total = sum(summary.values())
     return visit.page(
         "usage.html",
+        refused_total=refused_total,
+        refused_days=(first_day, last_day),
+        refused_url=f"{base}?{filters.with_status('refused').params()}",
         rows=page.rows,
         names=names,
         accounts=accounts,
@@ -104,6 +126,35 @@ async def log_page(visit: Visit, account_id: str | None, params: dict[str, str],
         next_url=f"{base}?{filters.params(after=page.next_cursor)}" if page.next_cursor else None,
         first_url=f"{base}?{filters.params()}" if cursor is not None else None,
         export_url=f"{base}.csv?{filters.params()}",
+        all_accounts=account_id is None,
+    )
+
+
+async def refusals_page(visit: Visit, account_id: str | None, filters: Filters, base: str) -> Response:
+    """The refusals view of the log: counts per UTC day, key and code (a refusal writes no record)."""
+    first_day, last_day = filters.days(datetime.now(UTC).date())
+    store = visit.dashboard.management.store
+    key_id = filters.key or None
+    rows = await store.refusals.by_day(account_id, first_day, last_day, key_id)
+    total = sum((await store.refusals.summary(account_id, first_day, last_day, key_id)).values())
+    names = await store.log.key_names([row.key_id for row in rows])
+    accounts = await store.log.account_names([row.account_id for row in rows]) if account_id is None else {}
+    keys = []
+    if account_id is not None:
+        keys = [(k.id, k.name, k.prefix) for k in await visit.dashboard.management.list_keys(account_id)]
+    models = await store.log.models_used(account_id, datetime.now(UTC).date() - timedelta(days=90))
+    return visit.page(
+        "refusals.html",
+        rows=rows,
+        total=total,
+        first_day=first_day,
+        last_day=last_day,
+        names=names,
+        accounts=accounts,
+        filters=filters,
+        keys=keys,
+        models=models,
+        base=base,
         all_accounts=account_id is None,
     )
 

@@ -20,15 +20,24 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bastion.db.models import RefusalDaily
 from bastion.db.views import as_utc
 
-# The error codes a refusal is counted under, as the client was answered, with what they mean to a person.
+# The error codes a refusal is counted under, as the client was answered: their status, and what they
+# mean to a person.
 REFUSAL_CODES = {
-    "insufficient_funds": "insufficient credit",
-    "key_budget_exceeded": "key budget exceeded",
-    "rate_limit_exceeded": "rate or concurrency limit",
-    "invalid_request": "invalid request",
-    "model_not_found": "model not found or not allowed",
-    "request_too_large": "request too large",
+    "insufficient_funds": (402, "insufficient credit"),
+    "key_budget_exceeded": (402, "key budget exceeded"),
+    "rate_limit_exceeded": (429, "rate or concurrency limit"),
+    "invalid_request": (400, "invalid request"),
+    "model_not_found": (400, "model not found or not allowed"),
+    "request_too_large": (413, "request too large"),
 }
+
+
+def refusal_status(code: str) -> int | str:
+    return REFUSAL_CODES[code][0] if code in REFUSAL_CODES else code
+
+
+def refusal_label(code: str) -> str:
+    return REFUSAL_CODES[code][1] if code in REFUSAL_CODES else code
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +91,11 @@ class Refusals:
         async with self._sessions.begin() as session:
             await session.execute(statement, rows)
 
-    async def summary(self, account_id: str | None, first_day: date, last_day: date) -> dict[str, int]:
-        """Refusals per code over the days (every account's when `account_id` is None), most first."""
+    async def summary(
+        self, account_id: str | None, first_day: date, last_day: date, key_id: str | None = None
+    ) -> dict[str, int]:
+        """Refusals per code over the days (every account's when `account_id` is None, one key's with
+        `key_id`), most first."""
         query = (
             select(RefusalDaily.code, func.sum(RefusalDaily.count))
             .where(RefusalDaily.day >= first_day, RefusalDaily.day <= last_day)
@@ -91,6 +103,8 @@ class Refusals:
         )
         if account_id is not None:
             query = query.where(RefusalDaily.account_id == account_id)
+        if key_id is not None:
+            query = query.where(RefusalDaily.key_id == key_id)
         async with self._sessions() as session:
             counts = {code: int(total) for code, total in (await session.execute(query)).all()}
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
