@@ -44,7 +44,7 @@ from browser import (
 from conftest import stop_gateway
 from dashboard_client import dollars
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from stacks import Stack, running_stack
+from stacks import Stack, poll, running_stack
 from upstream import MockUpstream
 
 from bastion.api.asgi import new_request_id
@@ -672,7 +672,20 @@ def test_every_page_renders_for_an_operator(stack: Stack, contexts: Contexts) ->
     for model, error in [("m-error500", openai.InternalServerError), ("m-bad400", openai.BadRequestError)]:
         with pytest.raises(error):
             chat(stack.client(keys[0][1]), model)
+    # Refused before admission: a model that does not exist, a body that is not a chat (no usage record).
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError):
+            chat(stack.client(keys[1][1]), "gpt-5")
+    with pytest.raises(openai.BadRequestError):
+        stack.client(keys[2][1]).chat.completions.create(model="m-echo", messages="hi")  # type: ignore[arg-type]
     records = off_loop(stack.wait_records, account_id, earlier + sum(traffic.values()) + 2)
+    today = datetime.now(UTC).date()
+
+    def refusals_written() -> bool:
+        counted = stack.with_store(lambda store: store.refusals.summary(account_id, today, today))
+        return bool(counted == {"model_not_found": 3, "invalid_request": 1})
+
+    assert off_loop(poll, refusals_written, 10), "the refusals did not reach the database"
     spent_today = sum(r.cost_nano for r in records if r.created_at.date() == datetime.now(UTC).date())
 
     signin = contexts().new_page()
@@ -692,6 +705,8 @@ def test_every_page_renders_for_an_operator(stack: Stack, contexts: Contexts) ->
     days = set(page.eval_on_selector_all("rect.seg", "nodes => nodes.map(n => n.dataset.day)"))
     assert len(days) == 14 and page.locator("svg[data-chart] .empty-label").count() == 0
     assert figure(page, "balance") == dollars(250 * USD - seeded - spent_today)
+    expect(page.locator('[data-refused-code="model_not_found"]')).to_have_attribute("data-count", "3")
+    expect(page.locator('[data-refused-code="invalid_request"]')).to_have_attribute("data-count", "1")
     shoot(page, "overview")
 
     visit(page, f"{a}/usage")
