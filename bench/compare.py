@@ -1,10 +1,17 @@
-"""`python -m bench.compare REF [--rounds N]`: this working tree against git REF, side by side.
+"""`python -m bench.compare REF [REF ...] [--baseline] [--rounds N]`: git refs and this working tree,
+side by side in one run.
 
 Figures from two benchmark runs are not comparable on a shared VM: the machine's own noise between runs
-is larger than most changes. This runs both gateways at once instead (REF from a temporary worktree,
-each on its own database and Redis prefix, so neither one's ledger or caches touch the other's) and
+is larger than most changes. This runs every side's gateway at once instead (each REF from a temporary
+worktree, each on its own database and Redis prefix, so none one's ledger or caches touch another's) and
 interleaves their rounds with direct ones, changing the order every round: time to first token on the
 paced stream at c=1 and c=16, then wrk at c=1 and c=32 (JSON and SSE) with CPU per request.
+
+Each side after the first is compared with the first round by round (bench/paired.py): the change of
+its CPU per request, with a 90 % interval, and whether that stands outside the run's noise.
+`--baseline` makes the recorded baseline (bench/baseline) the first side and runs `BASELINE_ROUNDS`
+rounds, enough for a 3 % change of CPU per request to stand out (the README's Performance section has
+the noise these were chosen from). `--no-tree` leaves this working tree out (to compare two commits).
 """
 
 from __future__ import annotations
@@ -17,24 +24,53 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
 
 from bench import gateway as gw
 from bench import rawstream, wrk
+from bench.paired import paired_change
 from bench.payloads import chat_body
 from bench.procs import cpu_seconds
 from bench.suite import CHAT, Plan, Results, Suite, log
 from bench.tools import ToolError, ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE_FILE = Path(__file__).resolve().parent / "baseline"
+BASELINE_ROUNDS = 12  # bench.compare HEAD against itself: see README, Performance, "Reading bench.compare"
+LOADS = (("json", 1), ("json", 32), ("sse", 32))
+TREE = "this tree"
+
+
+@dataclass
+class Side:
+    name: str
+    gateway: gw.Gateway
+    key: str
+    samples: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # rps, p50, CPU
+
+
+def baseline_ref(path: Path = BASELINE_FILE) -> str:
+    """The recorded baseline commit: the first word of the file's first line that is not a comment."""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line.split()[0]
+    raise ValueError(f"{path} names no commit")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
-    parser.add_argument("ref", help="the git commit, branch or tag to compare this working tree with")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per figure (default 4)")
+    parser.add_argument("refs", nargs="*", help="git commits, branches or tags to run beside this tree")
+    parser.add_argument(
+        "--baseline", action="store_true", help="the recorded baseline (bench/baseline) first"
+    )
+    parser.add_argument("--no-tree", action="store_true", help="leave this working tree out")
+    parser.add_argument(
+        "--rounds", type=int, help=f"rounds per figure (default 4; --baseline {BASELINE_ROUNDS})"
+    )
     parser.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
     parser.add_argument(
         "--only",
@@ -42,40 +78,54 @@ def main(argv: list[str] | None = None) -> int:
         help="only time to first token, or only the wrk runs (default: both)",
     )
     args = parser.parse_args(argv)
+    refs = ([baseline_ref()] if args.baseline else []) + list(args.refs)
+    if len(refs) + (0 if args.no_tree else 1) < 2:
+        parser.error("name a REF (or --baseline): there must be two sides to compare")
+    rounds = args.rounds or (BASELINE_ROUNDS if args.baseline else 4)
     try:
         tools = ensure_tools()
     except ToolError as exc:
         print(f"bench.compare: {exc}", file=sys.stderr)
         return 2
-    worktree = Path(tempfile.mkdtemp(prefix="bastion-compare-"))
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.ref], check=True
-    )
+    worktrees: list[Path] = []
+    backings: list[gw.Backing] = []
     suite = Suite(tools, Plan.for_mode(True), Results("compare"))
-    other: gw.Backing | None = None
-    gateways: list[gw.Gateway] = []
     try:
         suite.setup()
-        ours = suite.start_gateway(1)
-        other = gw.new_backing(suite.workdir / "ref", _models(suite), env={"PYTHONPATH": str(worktree)})
-        gw.provision(other)
-        theirs = gw.start_gateway(other, 1)
-        gateways.append(theirs)
-        log(f"{args.ref} on :{theirs.port}, this tree on :{ours.port}")
-        sides = {"ref": (theirs, other.key), "tree": (ours, suite.key)}
+        sides = []
+        for n, ref in enumerate(refs):
+            worktree = Path(tempfile.mkdtemp(prefix="bastion-compare-"))
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), ref],
+                check=True,
+                capture_output=True,
+            )
+            worktrees.append(worktree)
+            backing = gw.new_backing(suite.workdir / f"ref{n}", _models(suite), {"PYTHONPATH": str(worktree)})
+            backings.append(backing)
+            gw.provision(backing)
+            gateway = gw.start_gateway(backing, 1)
+            suite.gateways.append(gateway)
+            sides.append(Side(ref, gateway, backing.key))
+            log(f"{ref} on :{gateway.port}")
+        if not args.no_tree:
+            sides.append(Side(TREE, suite.start_gateway(1), suite.key))
         if args.only != "wrk":
-            _ttft(suite, sides, args.rounds)
+            _ttft(suite, sides, rounds)
         if args.only != "ttft":
-            for kind, connections in (("json", 1), ("json", 32), ("sse", 32)):
-                _wrk(suite, sides, kind, connections, args.rounds, args.seconds)
+            for kind, connections in LOADS:
+                _wrk(suite, sides, kind, connections, rounds, args.seconds)
     finally:
-        for gateway in gateways:
-            gateway.stop()
-        if other is not None:
-            gw.teardown(other)
         suite.cleanup()
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
-        shutil.rmtree(worktree, ignore_errors=True)
+        for backing in backings:
+            gw.teardown(backing)
+        for worktree in worktrees:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
+                check=False,
+                capture_output=True,
+            )
+            shutil.rmtree(worktree, ignore_errors=True)
     return 0
 
 
@@ -87,18 +137,20 @@ def _models(suite: Suite) -> dict[str, object]:
 
 
 def _interleaved(rounds: int, names: list[str], run: Callable[[str], float]) -> dict[str, float]:
+    """Every round runs every side once, in an order rotated by one each round (two sides take turns
+    going first), so no side keeps the place after another's load or after a pause; the medians."""
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(rounds):
-        order = names if round_ % 2 == 0 else [names[0], *reversed(names[1:])]
-        for name in order:
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             samples[name].append(run(name))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _ttft(suite: Suite, sides: dict[str, tuple[gw.Gateway, str]], rounds: int) -> None:
+def _ttft(suite: Suite, sides: list[Side], rounds: int) -> None:
     assert suite.paced is not None
     body = chat_body("bench-paced")
-    roots = {"direct": (suite.paced.root, suite.key)} | {n: (g.root, k) for n, (g, k) in sides.items()}
+    roots = {"direct": (suite.paced.root, suite.key)} | {s.name: (s.gateway.root, s.key) for s in sides}
     for concurrency, count in ((1, 40), (16, 480)):
 
         def run(name: str, concurrency: int = concurrency, count: int = count) -> float:
@@ -107,42 +159,43 @@ def _ttft(suite: Suite, sides: dict[str, tuple[gw.Gateway, str]], rounds: int) -
 
         medians = _interleaved(rounds, list(roots), run)
         direct = medians["direct"]
-        print(
-            f"time to first token c={concurrency}: ref +{(medians['ref'] - direct) * 1000:.3f} ms, "
-            f"this tree +{(medians['tree'] - direct) * 1000:.3f} ms (direct {direct * 1000:.2f} ms)",
-            flush=True,
-        )
+        added = ", ".join(f"{s.name} +{(medians[s.name] - direct) * 1000:.3f} ms" for s in sides)
+        print(f"time to first token c={concurrency}: {added} (direct {direct * 1000:.2f} ms)", flush=True)
 
 
-def _wrk(
-    suite: Suite,
-    sides: dict[str, tuple[gw.Gateway, str]],
-    kind: str,
-    connections: int,
-    rounds: int,
-    seconds: float,
-) -> None:
-    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+def _wrk(suite: Suite, sides: list[Side], kind: str, connections: int, rounds: int, seconds: float) -> None:
+    by_name = {side.name: side for side in sides}
+    figure = f"{kind} c={connections}"
 
     def run(name: str) -> float:
-        gateway, key = sides[name]
-        before = cpu_seconds(gateway.pid)
+        side = by_name[name]
+        before = cpu_seconds(side.gateway.pid)
         result = wrk.run(
-            suite.wrk_path, gateway.root + CHAT, key, f"bench-{kind}", stream=kind == "sse",
+            suite.wrk_path, side.gateway.root + CHAT, side.key, f"bench-{kind}", stream=kind == "sse",
             connections=connections, duration_s=seconds, label=name,
         )  # fmt: skip
-        cpu = (cpu_seconds(gateway.pid) - before) / max(1, result.requests) * 1000
-        figures[name].append((result.rps, result.p50_ms, cpu))
+        cpu = (cpu_seconds(side.gateway.pid) - before) / max(1, result.requests) * 1000
+        side.samples.setdefault(figure, []).append((result.rps, result.p50_ms, cpu))
         return result.rps
 
-    _interleaved(rounds, list(sides), run)
-    for name, rows in figures.items():
+    _interleaved(rounds, list(by_name), run)
+    print(report_lines(figure, sides), flush=True)
+
+
+def report_lines(figure: str, sides: list[Side]) -> str:
+    """One line per side: its medians, and for each side after the first its paired change of CPU per
+    request against the first (samples are in round order, so pairs are one round's)."""
+    reference = [sample[2] for sample in sides[0].samples[figure]]
+    lines = []
+    for n, side in enumerate(sides):
+        rows = side.samples[figure]
         rps, p50, cpu = (statistics.median(row[i] for row in rows) for i in range(3))
-        print(
-            f"{kind} c={connections} {'ref' if name == 'ref' else 'this tree'}: {rps:,.0f} req/s, "
-            f"p50 {p50:.3f} ms, CPU {cpu:.3f} ms/request",
-            flush=True,
-        )
+        line = f"{figure} {side.name}: {rps:,.0f} req/s, p50 {p50:.3f} ms, CPU {cpu:.3f} ms/request"
+        if n:
+            change = paired_change([row[2] for row in rows], reference)
+            line += f"; CPU vs {sides[0].name} {change.describe()}: {change.verdict()}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -169,8 +169,41 @@ def test_compare_alternates_the_order_of_the_sides_and_takes_medians() -> None:
         return next(values[name])
 
     medians = compare._interleaved(3, ["direct", "a", "b"], run)
-    assert runs == ["direct", "a", "b", "direct", "b", "a", "direct", "a", "b"]
+    assert runs == ["direct", "a", "b", "a", "b", "direct", "b", "direct", "a"]
     assert medians == {"direct": 2.0, "a": 3.0, "b": 7.0}
+
+
+def test_compare_pairs_each_round_and_says_when_a_change_is_outside_the_noise() -> None:
+    from bench.paired import paired_change
+
+    reference = [1.00, 1.10, 0.95, 1.05, 1.00, 0.90, 1.20, 1.00]  # the machine drifting by +-15 %
+    same = paired_change([r * 1.001 for r in reference], reference)
+    assert same.verdict() == "worse" and abs(same.median - 0.001) < 1e-9  # exact pairs: a tight interval
+    noisy = paired_change(
+        [r * f for r, f in zip(reference, [1.04, 0.97, 1.02, 0.99, 1.03, 0.96, 1.01, 0.98], strict=True)],
+        reference,
+    )
+    assert noisy.verdict() == "within noise" and noisy.low < 0 < noisy.high
+    slower = paired_change(
+        [r * f for r, f in zip(reference, [1.05, 1.06, 1.04, 1.07, 1.05, 1.06, 1.05, 1.04], strict=True)],
+        reference,
+    )
+    assert slower.verdict() == "worse" and slower.low >= 0.04 and slower.high <= 0.07
+    assert slower.verdict(lower_is_better=False) == "better"
+    with pytest.raises(ValueError):
+        paired_change([1.0], [1.0, 2.0])
+
+
+def test_compare_reads_the_recorded_baseline(tmp_path: Path) -> None:
+    path = tmp_path / "baseline"
+    path.write_text("# why it moved\n\n5ea0266  the tree before hardening\n")
+    assert compare.baseline_ref(path) == "5ea0266"
+    assert (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "cat-file", "-e", compare.baseline_ref() + "^{commit}"]
+        ).returncode
+        == 0
+    )
 
 
 def test_readme_gives_the_benchmark_command() -> None:
