@@ -17,6 +17,7 @@ the noise these were chosen from). `--no-tree` leaves this working tree out (to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -30,10 +31,10 @@ from pathlib import Path
 import uvloop
 
 from bench import gateway as gw
-from bench import rawstream, wrk
+from bench import instructions, rawstream, wrk
 from bench.paired import paired_change
 from bench.payloads import chat_body
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, tree
 from bench.suite import CHAT, Plan, Results, Suite, log
 from bench.tools import ToolError, ensure_tools
 
@@ -48,7 +49,7 @@ TREE = "this tree"
 class Side:
     name: str
     gateway: gw.Gateway
-    key: str
+    backing: gw.Backing
     samples: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # rps, p50, CPU
 
 
@@ -73,9 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the gateways on the second CPU, the load generator and upstreams on the first",
+    )
+    parser.add_argument(
+        "--same-processes",
+        action="store_true",
+        help="keep each side's gateway process for every round (default: fresh processes each round)",
+    )
+    parser.add_argument(
         "--only",
-        choices=("ttft", "wrk"),
-        help="only time to first token, or only the wrk runs (default: both)",
+        choices=("ttft", "wrk", "instructions"),
+        help="only time to first token, the wrk runs, or the instruction counts (default: all)",
+    )
+    parser.add_argument(
+        "--instruction-rounds",
+        type=int,
+        default=2,
+        help="fresh processes per side for the instruction counts (default 2)",
     )
     args = parser.parse_args(argv)
     refs = ([baseline_ref()] if args.baseline else []) + list(args.refs)
@@ -106,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
             gw.provision(backing)
             gateway = gw.start_gateway(backing, 1)
             suite.gateways.append(gateway)
-            sides.append(Side(ref, gateway, backing.key))
-            log(f"{ref} on :{gateway.port}")
+            name = ref if ref not in refs[:n] else f"{ref}#{refs[:n].count(ref) + 1}"
+            sides.append(Side(name, gateway, backing))
+            log(f"{name} on :{gateway.port}")
         if not args.no_tree:
-            sides.append(Side(TREE, suite.start_gateway(1), suite.key))
-        if args.only != "wrk":
+            assert suite.backing is not None
+            sides.append(Side(TREE, suite.start_gateway(1), suite.backing))
+        if args.pin:
+            _pin_all(suite, sides)
+        if args.only in (None, "instructions"):
+            _instructions(sides, args.instruction_rounds)
+        if args.only in (None, "ttft"):
             _ttft(suite, sides, rounds)
-        if args.only != "ttft":
-            for kind, connections in LOADS:
-                _wrk(suite, sides, kind, connections, rounds, args.seconds)
+        if args.only in (None, "wrk"):
+            _wrk(suite, sides, rounds, args.seconds, restart=not args.same_processes)
     finally:
         suite.cleanup()
         for backing in backings:
@@ -147,10 +169,40 @@ def _interleaved(rounds: int, names: list[str], run: Callable[[str], float]) -> 
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def _instructions(sides: list[Side], rounds: int) -> None:
+    """Instructions per request (bench/instructions.py), a fresh process per side and round, the sides
+    one after another (rotated each round)."""
+    if not instructions.available():
+        log("no valgrind (apt-get install valgrind): instruction counts skipped")
+        return
+    counts: dict[str, dict[str, list[float]]] = {side.name: {} for side in sides}
+    for round_ in range(rounds):
+        shift = round_ % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            figures = instructions.measure(side.backing, f"i{round_}")
+            log(f"instructions {side.name}: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in figures.items()))
+            for figure, value in figures.items():
+                counts[side.name].setdefault(figure, []).append(value)
+    first = sides[0].name
+    for figure in instructions.FIGURES:
+        for n, side in enumerate(sides):
+            values = counts[side.name][figure]
+            line = (
+                f"instructions/request {figure} {side.name}: {statistics.median(values) / 1e6:.3f} M"
+                f" (rounds: {', '.join(f'{v / 1e6:.3f}' for v in values)})"
+            )
+            if n:
+                change = paired_change(values, counts[first][figure])
+                line += f"; vs {first} {change.describe()}"
+            print(line, flush=True)
+
+
 def _ttft(suite: Suite, sides: list[Side], rounds: int) -> None:
     assert suite.paced is not None
     body = chat_body("bench-paced")
-    roots = {"direct": (suite.paced.root, suite.key)} | {s.name: (s.gateway.root, s.key) for s in sides}
+    roots = {"direct": (suite.paced.root, suite.key)} | {
+        s.name: (s.gateway.root, s.backing.key) for s in sides
+    }
     for concurrency, count in ((1, 40), (16, 480)):
 
         def run(name: str, concurrency: int = concurrency, count: int = count) -> float:
@@ -163,23 +215,79 @@ def _ttft(suite: Suite, sides: list[Side], rounds: int) -> None:
         print(f"time to first token c={concurrency}: {added} (direct {direct * 1000:.2f} ms)", flush=True)
 
 
-def _wrk(suite: Suite, sides: list[Side], kind: str, connections: int, rounds: int, seconds: float) -> None:
-    by_name = {side.name: side for side in sides}
-    figure = f"{kind} c={connections}"
+def _wrk(suite: Suite, sides: list[Side], rounds: int, seconds: float, restart: bool) -> None:
+    """Every load, every side, each round; every round but the first on fresh gateway processes.
 
-    def run(name: str) -> float:
-        side = by_name[name]
-        before = cpu_seconds(side.gateway.pid)
-        result = wrk.run(
-            suite.wrk_path, side.gateway.root + CHAT, side.key, f"bench-{kind}", stream=kind == "sse",
-            connections=connections, duration_s=seconds, label=name,
-        )  # fmt: skip
-        cpu = (cpu_seconds(side.gateway.pid) - before) / max(1, result.requests) * 1000
-        side.samples.setdefault(figure, []).append((result.rps, result.p50_ms, cpu))
-        return result.rps
+    Two processes of the same code differ by several per cent of CPU per request for the whole of their
+    lives (hash seeds, memory layout: `bench.compare HEAD` with one process per side measured +6.6 %,
+    its interval +1.9 .. +12.8 %, for identical trees), a difference no number of rounds averages out.
+    With a fresh process per round, that luck is drawn anew each round and lands in the interval."""
+    for round_ in range(rounds):
+        if restart or not round_:
+            for side in sides:
+                if round_:
+                    _restart(suite, side)
+                _warm(suite, side)
+        shift = round_ % len(sides)
+        for kind, connections in LOADS:
+            for side in sides[shift:] + sides[:shift]:
+                _run_wrk(suite, side, kind, connections, seconds)
+    for kind, connections in LOADS:
+        print(report_lines(f"{kind} c={connections}", sides), flush=True)
 
-    _interleaved(rounds, list(by_name), run)
-    print(report_lines(figure, sides), flush=True)
+
+def _restart(suite: Suite, side: Side) -> None:
+    """A fresh gateway process for the side (on the gateways' CPU when they are pinned)."""
+    suite.stop_gateway(side.gateway)
+    side.gateway = gw.start_gateway(side.backing, 1)
+    suite.gateways.append(side.gateway)
+    if PINNED:
+        _pin(side.gateway.pid, PINNED[1])
+
+
+PINNED: list[set[int]] = []  # [the load's CPUs, the gateways' CPUs] once --pin applied them
+
+
+def _pin_all(suite: Suite, sides: list[Side]) -> None:
+    """The gateways on the last CPU; this process (so wrk, which it starts), the upstreams on the rest:
+    the gateway's CPU per request no longer depends on where the scheduler put it this second."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        log("--pin needs two CPUs: not pinned")
+        return
+    PINNED[:] = [set(cpus[:-1]), {cpus[-1]}]
+    os.sched_setaffinity(0, PINNED[0])
+    for upstream in (suite.nginx, suite.paced, suite.relay):
+        if upstream is not None:
+            _pin(upstream.process.pid, PINNED[0])
+    for side in sides:
+        _pin(side.gateway.pid, PINNED[1])
+    log(f"pinned: gateways on CPU {cpus[-1]}, load and upstreams on {sorted(PINNED[0])}")
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    for member in tree(pid):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(member, cpus)
+
+
+def _warm(suite: Suite, side: Side) -> None:
+    """A second of load first: the key cached, the upstream pool open, the code paths run once."""
+    wrk.run(
+        suite.wrk_path, side.gateway.root + CHAT, side.backing.key, "bench-json", stream=False,
+        connections=8, duration_s=1, label="warm-up",
+    )  # fmt: skip
+
+
+def _run_wrk(suite: Suite, side: Side, kind: str, connections: int, seconds: float) -> None:
+    before = cpu_seconds(side.gateway.pid)
+    result = wrk.run(
+        suite.wrk_path, side.gateway.root + CHAT, side.backing.key, f"bench-{kind}", stream=kind == "sse",
+        connections=connections, duration_s=seconds, label=side.name,
+    )  # fmt: skip
+    cpu = (cpu_seconds(side.gateway.pid) - before) / max(1, result.requests) * 1000
+    side.samples.setdefault(f"{kind} c={connections}", []).append((result.rps, result.p50_ms, cpu))
+    log(f"{kind} c={connections} {side.name}: {result.rps:,.0f} req/s, CPU {cpu:.4f} ms/request")
 
 
 def report_lines(figure: str, sides: list[Side]) -> str:

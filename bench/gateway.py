@@ -172,6 +172,10 @@ def provision(backing: Backing) -> None:
     backing.key = str(created["key"])
 
 
+def serve_command(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--workers", str(workers)]
+
+
 def start_gateway(backing: Backing, workers: int, redis_url: str = REDIS_URL, name: str = "") -> Gateway:
     """`bastion serve` on a free port, answering /healthz; `name` (default `w<workers>`) names its log
     and metrics directory, `redis_url` the Redis it uses (the database, prefix and key stay the same)."""
@@ -181,7 +185,7 @@ def start_gateway(backing: Backing, workers: int, redis_url: str = REDIS_URL, na
     (backing.workdir / f"metrics-{name}").mkdir(exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--workers", str(workers)],
+            serve_command(port, workers),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=backing.env(workers, redis_url, name),
