@@ -59,7 +59,7 @@ class Services:
             self.authenticator.reload,
         )
         self.management = Management(self.store, self.live, self.authenticator.forget, served_models)
-        self.sync = Sync(self.store, self.live, self.authenticator)
+        self.sync = Sync(self.store, self.live, self.authenticator, settings.sync_seconds)
 
     async def start(self) -> None:
         await ensure_schema(self.store, self.settings.database_url)

@@ -1,5 +1,5 @@
 """Background sync from the database: revocations, keys' changed settings and new credit, every
-`POLL_SECONDS`.
+`BASTION_SYNC_SECONDS` (`POLL_SECONDS`, 2 s, by default).
 
 With Redis, the revoke and top-up operations already update Redis directly; this poll is the safety net
 (and what makes a CLI operation reach a server running in-process state, which no other process can reach).
@@ -23,8 +23,11 @@ _CLOCK_SLACK = timedelta(seconds=30)  # another host's clock may run behind ours
 
 
 class Sync:
-    def __init__(self, store: Store, live: LiveState, authenticator: KeyAuthenticator) -> None:
+    def __init__(
+        self, store: Store, live: LiveState, authenticator: KeyAuthenticator, seconds: float = POLL_SECONDS
+    ) -> None:
         self.store = store
+        self.seconds = seconds
         self.live = live
         self.authenticator = authenticator
         self._task: asyncio.Task[None] | None = None
@@ -44,7 +47,7 @@ class Sync:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(self.seconds)
             try:
                 await self.poll()
             except Exception:

@@ -179,7 +179,8 @@ def _instructions(sides: list[Side], rounds: int) -> None:
     for round_ in range(rounds):
         shift = round_ % len(sides)
         for side in sides[shift:] + sides[:shift]:
-            figures = instructions.measure(side.backing, f"i{round_}")
+            label = "".join(c if c.isalnum() else "-" for c in side.name)
+            figures = instructions.measure(side.backing, f"{label}-r{round_}")
             log(f"instructions {side.name}: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in figures.items()))
             for figure, value in figures.items():
                 counts[side.name].setdefault(figure, []).append(value)

@@ -20,7 +20,8 @@ the load runs, the counters are dumped and read:
   commands, access lines written together).
 
 Python's hash seed is fixed (PYTHONHASHSEED=0) for every side: a random seed moves the count of the
-same code by about a per cent from process to process.
+same code by about a per cent from process to process. The database poll is put off
+(BASTION_SYNC_SECONDS=3600): whether its three queries fell into a window moved the figure by 1-2 %.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def start(backing: gw.Backing, name: str) -> Callgrind:
     port = free_port()
     out = backing.workdir / f"callgrind-{name}.out"
     log = backing.workdir / f"callgrind-{name}.log"
-    env = backing.env(1, name=name) | {"PYTHONHASHSEED": "0"}
+    # The database poll (3 queries every 2 s) is no part of a request: a window it falls into, or not,
+    # moved the figure by 1-2 %. (A ref older than the setting ignores it.)
+    env = backing.env(1, name=name) | {"PYTHONHASHSEED": "0", "BASTION_SYNC_SECONDS": "3600"}
     (backing.workdir / f"metrics-{name}").mkdir(exist_ok=True)
     command = [
         "valgrind",
@@ -201,8 +204,13 @@ def measure(backing: gw.Backing, name: str) -> dict[str, float]:
         }
     finally:
         running.stop()
+        keep = os.environ.get("BENCH_CALLGRIND_DIR")  # the dumps, for callgrind_annotate
         for dump in running.out.parent.glob(f"{running.out.name}*"):
-            dump.unlink(missing_ok=True)
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                dump.rename(Path(keep) / f"{name}-{dump.name}")
+            else:
+                dump.unlink(missing_ok=True)
 
 
 async def _paced_fast(root: str, key: str, json_body: bytes, sse_body: bytes) -> None:

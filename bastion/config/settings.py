@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     ledger_flush_seconds: float = Field(
         0.5, gt=0, description="Longest wait before usage records are written to the database."
     )
+    sync_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often each instance reads revocations, changed keys and new credit from the"
+        " database.",
+    )
     budget_timezone: str = Field(
         "UTC", description="Time zone of keys' daily, weekly and monthly budget periods (e.g. Europe/Paris)."
     )
