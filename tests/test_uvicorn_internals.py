@@ -164,3 +164,34 @@ async def test_streams_are_written_directly_under_bastions_protocol_with_uvicorn
         return b"\r\n".join(kept) + b"\r\n\r\n" + body
 
     assert without_varying(b"".join(direct.writes)) == without_varying(b"".join(through_send.writes))
+
+
+def json_app() -> Any:
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        await exchange.respond(200, b'{"ok":true}')
+
+    return answer
+
+
+def without_varying(wire: bytes) -> bytes:
+    """The answers' bytes but the date and Bastion's own timing."""
+    head, _, body = wire.partition(b"\r\n\r\n")
+    kept = [line for line in head.split(b"\r\n") if not line.startswith((b"date:", b"server-timing:"))]
+    return b"\r\n".join(kept) + b"\r\n\r\n" + body
+
+
+async def test_json_answers_are_written_in_one_write_with_uvicorns_bytes() -> None:
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: same-bytes\r\n\r\n"
+    direct, _ = await serve(json_app(), [request, request], BoundedHttpToolsProtocol)
+    through_send, _ = await serve(json_app(), [request, request], BoundedHttpToolsProtocol, access_log=True)
+    assert len(direct.writes) == 2  # head and body together, then the keep-alive request's answer
+    assert len(through_send.writes) == 4  # ASGI's `send` writes the head and the body apart
+    assert without_varying(b"".join(direct.writes)) == without_varying(b"".join(through_send.writes))
+    assert b"content-length: 11\r\n" in direct.writes[0] and direct.writes[0].endswith(b'\r\n\r\n{"ok":true}')
+    # A request that asks to close: the answer says so, as uvicorn's would.
+    closing = b"POST /v1/models HTTP/1.1\r\nhost: x\r\nx-request-id: same\r\nconnection: close\r\n\r\n"
+    direct, _ = await serve(json_app(), [closing], BoundedHttpToolsProtocol)
+    through_send, _ = await serve(json_app(), [closing], BoundedHttpToolsProtocol, access_log=True)
+    assert without_varying(b"".join(direct.writes)) == without_varying(b"".join(through_send.writes))
+    assert b"connection: close\r\n" in direct.writes[0]

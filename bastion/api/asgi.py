@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from bastion.api.direct import DirectStream
 from bastion.errors import ApiError, ClientDisconnected, invalid_request, request_too_large
 
 Scope = MutableMapping[str, Any]
@@ -120,6 +121,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
+    """The whole answer: written straight to uvicorn's connection in one write when it can be."""
+    direct = DirectStream.of(send)
+    if direct is not None and direct.respond(status, headers, body):
+        return
     await send(
         {
             "type": "http.response.start",
