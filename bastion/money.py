@@ -7,7 +7,9 @@ prices, then rounded up to the next nano-USD: the rounding is below a billionth 
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+import math
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 NANO_PER_USD = 10**9
 _NANO = Decimal(NANO_PER_USD)
@@ -55,6 +57,31 @@ def format_usd(nano: int) -> str:
 
 
 def cost_nano(units_by_price: list[tuple[int, Decimal]], per: Decimal = _TOKENS_PER_PRICE_UNIT) -> int:
-    """Cost of (quantity, USD price per `per` units) pairs, rounded up to a whole nano-USD."""
-    exact = sum((Decimal(quantity) * price for quantity, price in units_by_price), Decimal(0))
-    return int((exact * _NANO / per).to_integral_value(rounding=ROUND_CEILING))
+    """Cost of (quantity, USD price per `per` units) pairs, rounded up to a whole nano-USD.
+
+    In integers: each price is an exact fraction (its Decimal's), so the sum is exact and so is its
+    rounding up; twice per request, Decimal arithmetic cost ~4 us of the request path."""
+    numerator, denominator = 0, 1
+    for quantity, price in units_by_price:
+        top, bottom = _fraction(price)
+        if bottom != denominator:
+            common = math.lcm(bottom, denominator)
+            numerator *= common // denominator
+            top *= common // bottom
+            denominator = common
+        numerator += quantity * top
+    scale = denominator * _per(per)
+    return -(-(numerator * NANO_PER_USD) // scale)
+
+
+@lru_cache(maxsize=4096)
+def _fraction(price: Decimal) -> tuple[int, int]:
+    return price.as_integer_ratio()
+
+
+@lru_cache(maxsize=64)
+def _per(per: Decimal) -> int:
+    whole, rest = per.as_integer_ratio()
+    if rest != 1:
+        raise ValueError(f"prices are per a whole number of units, not {per}")
+    return whole
