@@ -234,8 +234,12 @@ def _handshake(options: dict[str, Any]) -> list[tuple[Arg, ...]]:
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        # Replies come in command order: each one resolves the oldest waiter (and stops its timer).
-        self._waiters: deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = deque()
+        # Replies come in command order: each one resolves the oldest waiter. Each waiter has a deadline;
+        # one watchdog timer per connection looks at the oldest (a timer per command cost a TimerHandle
+        # made and cancelled twice per request).
+        self._waiters: deque[tuple[asyncio.Future[Any], float, float]] = deque()  # future, deadline, patience
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0  # when the watchdog fires
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
@@ -250,8 +254,13 @@ class _Protocol(asyncio.Protocol):
             raise RedisConnectionError("the Redis connection is closed")
         loop = self._loop
         waiter = loop.create_future()
-        # A timer, not asyncio.timeout: the reply must still be consumed in order when it comes.
-        self._waiters.append((waiter, loop.call_later(patience, self._timed_out, waiter, patience)))
+        # A deadline, not asyncio.timeout: the reply must still be consumed in order when it comes.
+        deadline = loop.time() + patience
+        self._waiters.append((waiter, deadline, patience))
+        if self._watchdog is None or deadline < self._watch_at:  # (earlier: a shorter patience)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watch_at, self._watchdog = deadline, loop.call_at(deadline, self._watch)
         if self._batching:
             self._out.append(packed)
         else:
@@ -273,8 +282,7 @@ class _Protocol(asyncio.Protocol):
         try:
             reply = self._reader.gets()
             while reply is not False:
-                waiter, timer = self._waiters.popleft()
-                timer.cancel()
+                waiter = self._waiters.popleft()[0]
                 if not waiter.done():
                     if isinstance(reply, hiredis.ReplyError):
                         waiter.set_exception(self._response_error(str(reply)))
@@ -294,18 +302,28 @@ class _Protocol(asyncio.Protocol):
             return _demoted(message)
         return _response_error(message)
 
-    def _timed_out(self, waiter: asyncio.Future[Any], timeout: float) -> None:
-        if not waiter.done():
-            self._fail(RedisTimeoutError(f"Redis did not answer within {timeout:g} s"))
+    def _watch(self) -> None:
+        """The oldest command still waiting past its deadline fails the connection (its reply, and so
+        every later one, would no longer line up); else look again at the oldest one's deadline."""
+        self._watchdog = None
+        if not self._waiters or self.closed:
+            return
+        _, deadline, patience = self._waiters[0]
+        if self._loop.time() >= deadline:
+            self._fail(RedisTimeoutError(f"Redis did not answer within {patience:g} s"))
+            return
+        self._watch_at, self._watchdog = deadline, self._loop.call_at(deadline, self._watch)
 
     def close(self) -> None:
         self._fail(RedisConnectionError("the Redis connection was closed"))
 
     def _fail(self, error: Exception) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiters:
-            waiter, timer = self._waiters.popleft()
-            timer.cancel()
+            waiter = self._waiters.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()  # retrieved: a submitted command nobody awaits any more is no news
