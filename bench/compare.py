@@ -181,21 +181,27 @@ def _instructions(sides: list[Side], rounds: int) -> None:
         for side in sides[shift:] + sides[:shift]:
             label = "".join(c if c.isalnum() else "-" for c in side.name)
             figures = instructions.measure(side.backing, f"{label}-r{round_}")
-            log(f"instructions {side.name}: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in figures.items()))
+            log(f"instructions {side.name}: " + ", ".join(f"{k} {_count(k, v)}" for k, v in figures.items()))
             for figure, value in figures.items():
                 counts[side.name].setdefault(figure, []).append(value)
     first = sides[0].name
-    for figure in instructions.FIGURES:
+    for figure in (*instructions.FIGURES, *instructions.SYSCALLS):
         for n, side in enumerate(sides):
             values = counts[side.name][figure]
+            what = "read/write calls" if figure in instructions.SYSCALLS else "instructions"
             line = (
-                f"instructions/request {figure} {side.name}: {statistics.median(values) / 1e6:.3f} M"
-                f" (rounds: {', '.join(f'{v / 1e6:.3f}' for v in values)})"
+                f"{what}/request {figure.removesuffix(' syscalls')} {side.name}:"
+                f" {_count(figure, statistics.median(values))}"
+                f" (rounds: {', '.join(_count(figure, v) for v in values)})"
             )
             if n:
                 change = paired_change(values, counts[first][figure])
                 line += f"; vs {first} {change.describe()}"
             print(line, flush=True)
+
+
+def _count(figure: str, value: float) -> str:
+    return f"{value:.2f}" if figure.endswith("syscalls") else f"{value / 1e6:.3f} M"
 
 
 def _ttft(suite: Suite, sides: list[Side], rounds: int) -> None:
