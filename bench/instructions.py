@@ -22,6 +22,12 @@ the load runs, the counters are dumped and read:
 Python's hash seed is fixed (PYTHONHASHSEED=0) for every side: a random seed moves the count of the
 same code by about a per cent from process to process. The database poll is put off
 (BASTION_SYNC_SECONDS=3600): whether its three queries fell into a window moved the figure by 1-2 %.
+So is the ledger writer (BASTION_LEDGER_FLUSH_SECONDS=3600; the records wait in Redis and are written
+at the stop): its work per record depends on the rate (at 20 requests a second one batch a record, under
+wrk one per 5-30 records), and its periodic work (the claim of abandoned entries every 5 s: ~2 M
+instructions through redis-py at 5ea0266) made the idle rate, subtracted in proportion, wrong by up to
+0.1 M instructions a request: 5ea0266's idle window ran 2.4 M instructions a second, the tree's 0.9 M.
+What is counted is the request path: the request, its admission, forwarding, settlement and access line.
 """
 
 from __future__ import annotations
@@ -114,7 +120,11 @@ def start(backing: gw.Backing, name: str) -> Callgrind:
     log = backing.workdir / f"callgrind-{name}.log"
     # The database poll (3 queries every 2 s) is no part of a request: a window it falls into, or not,
     # moved the figure by 1-2 %. (A ref older than the setting ignores it.)
-    env = backing.env(1, name=name) | {"PYTHONHASHSEED": "0", "BASTION_SYNC_SECONDS": "3600"}
+    env = backing.env(1, name=name) | {
+        "PYTHONHASHSEED": "0",
+        "BASTION_SYNC_SECONDS": "3600",
+        "BASTION_LEDGER_FLUSH_SECONDS": "3600",
+    }
     (backing.workdir / f"metrics-{name}").mkdir(exist_ok=True)
     command = [
         "valgrind",
