@@ -31,7 +31,7 @@ def pairs(raw: bytes) -> Any:
 
 def forwarded(raw: bytes, upstream: str = "up/model", stream: bool = False, ask: bool = False) -> bytes:
     body = orjson.loads(raw)
-    return upstream_body(raw, Members.of(raw, len(body)), body, upstream, stream, ask)
+    return upstream_body(raw, Members.of(raw, body), body, upstream, stream, ask)
 
 
 def top_models(raw: bytes) -> list[Any]:
@@ -80,7 +80,7 @@ def test_everything_but_the_model_value_keeps_its_bytes() -> None:
 )
 def test_a_top_level_key_written_twice_is_refused(raw: bytes, name: str) -> None:
     with pytest.raises(DuplicateKey) as caught:
-        Members.of(raw, len(orjson.loads(raw)))
+        Members.of(raw, orjson.loads(raw))
     assert caught.value.name == name
 
 
@@ -114,7 +114,7 @@ def test_a_stream_asks_for_usage_once_and_sends_stream_options_as_bastion_read_t
     ],
 )
 def test_without_model_drops_the_member_and_one_comma(raw: bytes, expected: bytes) -> None:
-    assert without_model(raw, Members.of(raw, len(orjson.loads(raw)))) == expected
+    assert without_model(raw, Members.of(raw, orjson.loads(raw))) == expected
 
 
 # ------------------------------------------------------------------------------ random documents
@@ -194,10 +194,10 @@ def test_random_objects_reach_the_upstream_with_exactly_the_authorised_model(
     duplicated = {name for name in names if names.count(name) > 1}
     if duplicated:
         with pytest.raises(DuplicateKey) as caught:
-            Members.of(raw, len(body))
+            Members.of(raw, body)
         assert caught.value.name in duplicated
         return
-    sent = upstream_body(raw, Members.of(raw, len(body)), body, "up/model", stream, ask and stream)
+    sent = upstream_body(raw, Members.of(raw, body), body, "up/model", stream, ask and stream)
     # One top-level model, the deployment's; every other member as the client sent it, in order.
     assert top_models(sent) == ["up/model"]
     original = [(k, v) for k, v in pairs(raw) if k != "stream_options" or not stream]
@@ -218,3 +218,40 @@ def test_random_objects_reach_the_upstream_with_exactly_the_authorised_model(
             == last_wins["stream_options"]
             == orjson.loads(orjson.dumps(expected))
         )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    top=st.lists(st.tuples(keys, values), max_size=6),
+    seed=st.integers(),
+    spaced=st.booleans(),
+)
+def test_a_body_found_plainly_has_the_spans_the_full_scan_finds(top: Pairs, seed: int, spaced: bool) -> None:
+    rng = random.Random(seed)
+    raw = dump(("object", top), rng) if spaced else json.dumps(dict(top), ensure_ascii=False)
+    data = raw.encode()
+    body = orjson.loads(data)
+    try:
+        scanned = Members.scanned(data, len(body))
+    except DuplicateKey:
+        with pytest.raises(DuplicateKey):
+            Members.of(data, body)
+        return
+    found = Members.of(data, body)
+    assert found.close == scanned.close
+    for name in [*body, "model", "stream_options", "absent"]:
+        assert found.span(name) == scanned.span(name), name
+    assert found.spans == scanned.spans
+
+
+def test_the_plain_path_is_taken_for_an_ordinary_chat_body_and_not_for_a_repeated_or_escaped_key() -> None:
+    chat = b'{"model":"m","messages":[{"role":"user","content":"hi\\n"}],"stream":true}'
+    assert Members.of(chat, orjson.loads(chat))._raw is chat
+    decoy = b'{"model":"m","tools":[{"parameters":{"properties":{"model":{}}}}]}'
+    assert Members.of(decoy, orjson.loads(decoy))._raw is None  # `"model"` twice: scanned
+    escaped = b'{"model":"m","mod\\u0065l":"n"}'
+    with pytest.raises(DuplicateKey):
+        Members.of(escaped, orjson.loads(escaped))
+    slashed = b'{"a/b":1,"a\\/b":2}'
+    with pytest.raises(DuplicateKey):
+        Members.of(slashed, orjson.loads(slashed))

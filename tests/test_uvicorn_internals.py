@@ -13,6 +13,8 @@ them, then update the range and the fingerprints.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import hashlib
 import inspect
 import signal
@@ -20,11 +22,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from packaging.requirements import Requirement
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.server import ServerState
 from uvicorn.supervisors import multiprocess
-from uvicorn_harness import serve
+from uvicorn_harness import RecordingTransport, serve
 
 from bastion.api.asgi import Receive, Scope, Send
 from bastion.api.direct import DirectStream
@@ -44,6 +48,10 @@ FINGERPRINTS = {
     "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
     "RequestResponseCycle.__init__": "4d2f220910c33c12",
     "RequestResponseCycle.send": "abdd8601b326a8da",
+    # bastion/api/exchange.py's CycleWatch waits on the event these set, as `receive` waits on it.
+    "RequestResponseCycle.receive": "8124ae006be71184",
+    "HttpToolsProtocol.connection_lost": "c91a4c9bf2e29c55",
+    "HttpToolsProtocol.on_body": "dba9c32aeba35b6a",
 }
 # The same for the supervisor bastion/cli/process.py extends: its signal handlers queue signals that
 # `run` hands to `handle_signals`, which calls `handle_<name>` (Bastion's `handle_hup`), and `processes`
@@ -55,6 +63,7 @@ SUPERVISOR_FINGERPRINTS = {
     "Process.pid": "90398572c79efa31",
 }
 CYCLE_ATTRIBUTES = [
+    "more_body",
     "scope",
     "transport",
     "flow",
@@ -195,3 +204,93 @@ async def test_json_answers_are_written_in_one_write_with_uvicorns_bytes() -> No
     through_send, _ = await serve(json_app(), [closing], BoundedHttpToolsProtocol, access_log=True)
     assert without_varying(b"".join(direct.writes)) == without_varying(b"".join(through_send.writes))
     assert b"connection: close\r\n" in direct.writes[0]
+
+
+async def test_an_asyncio_event_wakes_a_waiter_put_where_its_own_wait_puts_them() -> None:
+    """CycleWatch appends its future to `asyncio.Event._waiters` and removes it again itself."""
+    event = asyncio.Event()
+    assert isinstance(event._waiters, collections.deque)
+    waiter = asyncio.get_running_loop().create_future()
+    event._waiters.append(waiter)
+    own = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    assert len(event._waiters) == 2
+    event.set()
+    await own
+    assert waiter.done() and waiter.result() is True
+    assert list(event._waiters) == [waiter]  # wait() took only its own out
+    event._waiters.remove(waiter)
+    event.clear()
+    assert not event.is_set() and not event._waiters
+
+
+async def test_a_hang_up_during_a_silent_upstream_is_seen_without_a_watcher_task() -> None:
+    """The watch on uvicorn's cycle cancels the request's task when the connection is lost, and a request
+    answered before that leaves no waiter behind."""
+    seen: dict[str, Any] = {}
+    answered, sleeping = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        exchange = Exchange(scope, receive, send)
+        watch = exchange.watch_disconnect()
+        seen["watch"] = type(watch).__name__
+        if scope["path"] == "/quick":
+            await exchange.respond(200, b"{}")
+            seen["waiters"] = len(receive.__self__.message_event._waiters)  # type: ignore[attr-defined]
+            answered.set()
+            return
+        sleeping.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen["absorbed"] = watch.absorb()
+            seen["gone"] = watch.gone
+            answered.set()
+
+    config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="error", access_log=False)
+    config.load()
+    state = ServerState()
+    protocol = BoundedHttpToolsProtocol(config, state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"POST /quick HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+    await asyncio.wait_for(answered.wait(), 5)
+    assert seen == {"watch": "CycleWatch", "waiters": 0}
+    assert transport.writes[-1].startswith(b"HTTP/1.1 200") and transport.writes[-1].endswith(b"{}")
+    await asyncio.gather(*state.tasks)
+    answered.clear()
+    seen.clear()
+    protocol.data_received(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+    await asyncio.wait_for(sleeping.wait(), 5)
+    assert seen == {"watch": "CycleWatch"}
+    protocol.connection_lost(None)
+    await asyncio.wait_for(answered.wait(), 5)
+    assert seen["absorbed"] is True and seen["gone"] is True
+    await asyncio.gather(*state.tasks)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-type", b"application/json"), (b"x-request-id", b"req_AbC"), (b"x-empty", b"")],
+        [(b"Content-Type", b"application/json")],  # upper case: lowered, as uvicorn writes it
+        [(b"content-length", b"3")],  # framing: uvicorn's own
+        [(b"Connection", b"close")],
+        [(b"connection-id", b"7"), (b"x-tab", b"a\tb")],
+        [(b"bad name", b"v")],
+        [(b"x-bad", b"a\r\nset-cookie: injected")],
+        [(b"x-bad", b"\x7f")],
+        [(b"x-colon:", b"v")],
+    ],
+)
+def test_a_head_checked_whole_is_the_head_checked_header_by_header(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    class Cycle:
+        default_headers = [(b"server", b"uvicorn"), (b"date", b"Mon, 07 Dec 2026 15:00:00 GMT")]
+
+    stream = DirectStream(Cycle())
+    every = [*Cycle.default_headers, *headers]
+    assert stream.render_head(200, headers) == stream._render_lowered(200, every)

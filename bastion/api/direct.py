@@ -14,7 +14,9 @@ of its own).
 
 The head is checked as uvicorn checks it, in two searches over all names and all values at once
 rather than two per header (a name may not hold the characters uvicorn's HEADER_RE refuses, so neither
-may their concatenation; values are joined by a tab, which a value may hold).
+may their concatenation; values are joined by a tab, which a value may hold). Lines whose names are
+already in lower case (all of Bastion's) are rendered first and checked whole by one expression made
+of uvicorn's two (`_plain_lines`): 409 bytecodes an answer before, ~100 now.
 
 Only for uvicorn's httptools protocol (the one `bastion serve` runs), and only while writing is not
 paused: any other server, and back-pressure, go through ASGI's `send`.
@@ -22,6 +24,7 @@ paused: any other server, and back-pressure, go through ASGI's `send`.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # bastion.api.asgi writes its answers through this module
@@ -35,6 +38,23 @@ except ImportError:  # pragma: no cover - uvicorn is a dependency; httptools may
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _plain_lines() -> re.Pattern[bytes] | None:
+    """Header lines uvicorn would write as they are: names in lower case holding nothing its HEADER_RE
+    refuses and not a framing header, values holding nothing its HEADER_VALUE_RE refuses. A name cannot
+    hold `:`, so each line splits at its first `: `; a line break inside a value or a name would make two
+    lines of one, which the caller sees by counting them."""
+    if _uvicorn is None:
+        return None
+    refused_in_name = _uvicorn.HEADER_RE.pattern[1:-1]  # (both patterns are one character class)
+    refused_in_value = _uvicorn.HEADER_VALUE_RE.pattern[1:-1]
+    framing = rb"(?!(?:" + rb"|".join(sorted(_FRAMING)) + rb"):)"
+    name = rb"[^A-Z" + refused_in_name + rb"]++"
+    return re.compile(rb"(?:" + framing + name + rb": [^" + refused_in_value + rb"]*+\r\n)*+")
+
+
+_PLAIN_LINES = _plain_lines()
 
 
 class DirectStream:
@@ -59,6 +79,13 @@ class DirectStream:
         """The status line and headers as uvicorn would write them (its default headers first), without
         the framing lines added when writing; None if a header is one uvicorn would refuse."""
         every = [*self._cycle.default_headers, *headers]
+        lines = b"".join([b"%s: %s\r\n" % header for header in every])
+        # (A line break inside a header would split its line in two the expression accepts: counted.)
+        if _PLAIN_LINES is not None and _PLAIN_LINES.fullmatch(lines) and lines.count(b"\n") == len(every):
+            return _uvicorn.STATUS_LINE[status] + lines
+        return self._render_lowered(status, every)
+
+    def _render_lowered(self, status: int, every: RawHeaders) -> bytes | None:
         names = [name.lower() for name, _ in every]
         if _uvicorn.HEADER_RE.search(b"".join(names)) or _FRAMING.intersection(names):
             return None  # framing stays uvicorn's to decide

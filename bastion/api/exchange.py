@@ -23,6 +23,11 @@ from bastion.auth import Principal
 from bastion.errors import ApiError
 from bastion.proxy.sse import error_event
 
+try:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _UVICORN_CYCLE
+except ImportError:  # pragma: no cover - uvicorn is a dependency; httptools may be missing
+    _UVICORN_CYCLE = None
+
 _SSE_HEADERS: RawHeaders = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -77,7 +82,7 @@ class Exchange:
         self._direct_head: bytes | None = None  # the head it writes, rendered with `_stream_head`
         self.principal: Principal | None = None  # set once the key is verified
         self.limited = False  # the rate-limit headers are in `headers`
-        self._watch: DisconnectWatch | None = None
+        self._watch: DisconnectWatch | CycleWatch | None = None
         # For the access log, Server-Timing and metrics:
         self.started = time.perf_counter()
         self.status = 0
@@ -98,9 +103,14 @@ class Exchange:
             value += f", upstream;dur={self.upstream_seconds * 1000:.1f}"
         return (b"server-timing", value.encode())
 
-    def watch_disconnect(self) -> DisconnectWatch:
+    def watch_disconnect(self) -> DisconnectWatch | CycleWatch:
         """From now until the answer is complete, a client hang-up cancels the current task."""
-        self._watch = DisconnectWatch(self.receive)
+        cycle = getattr(self.receive, "__self__", None)
+        task = asyncio.current_task()
+        if type(cycle) is _UVICORN_CYCLE and not cycle.more_body and task is not None:
+            self._watch = CycleWatch(cycle, task)
+        else:
+            self._watch = DisconnectWatch(self.receive)
         return self._watch
 
     def _completing(self) -> None:
@@ -230,3 +240,62 @@ class DisconnectWatch:
 
     def close(self) -> None:
         self._closed = True
+
+
+class CycleWatch:
+    """`DisconnectWatch` for uvicorn's request cycle, without a task: a callback on the event uvicorn
+    sets when the connection is lost, the one its `receive` waits on.
+
+    A task awaiting `receive()` cost a task created, registered (a WeakSet's add and remove in Python),
+    stepped twice and finished per request: ~300 bytecodes and two event-loop turns. Here the waiter is
+    put where `asyncio.Event.wait` puts its own (`_waiters`; tests/test_uvicorn_internals.py checks the
+    event and the cycle still work so), and `close()` takes it out again, so a request that is answered
+    costs a future and no wake-up.
+    """
+
+    __slots__ = ("_cycle", "_task", "_waiter", "gone")
+
+    def __init__(self, cycle: Any, task: asyncio.Task[Any]) -> None:
+        self.gone = False
+        self._cycle = cycle
+        self._task: asyncio.Task[Any] | None = task
+        self._waiter: asyncio.Future[Any] | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        """As `receive()` does before it waits: reading resumed, the event cleared, then waited on."""
+        cycle, task = self._cycle, self._task
+        if task is None or cycle.response_complete:
+            return
+        if cycle.disconnected:
+            self.gone, self._task = True, None
+            task.cancel()
+            return
+        cycle.flow.resume_reading()  # a hang-up is read as the end of the stream
+        event = cycle.message_event
+        event.clear()
+        waiter = self._waiter = task.get_loop().create_future()
+        event._waiters.append(waiter)
+        waiter.add_done_callback(self._woken)
+
+    def _woken(self, waiter: asyncio.Future[Any]) -> None:
+        if waiter is not self._waiter:
+            return
+        self._waiter = None
+        self._cycle.message_event._waiters.remove(waiter)  # as Event.wait's `finally` does
+        self._arm()
+
+    def absorb(self) -> bool:
+        """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""
+        task = asyncio.current_task()
+        if not self.gone or task is None:
+            return False
+        task.uncancel()
+        return True
+
+    def close(self) -> None:
+        self._task = None
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.remove_done_callback(self._woken)
+            self._cycle.message_event._waiters.remove(waiter)

@@ -292,7 +292,7 @@ class Gateway:
         if not isinstance(body, dict):
             raise invalid_request("The request body must be a JSON object.")
         try:
-            members = Members.of(raw, len(body))
+            members = Members.of(raw, body)
         except DuplicateKey as duplicate:
             # Parsers disagree on which of the two counts: what Bastion checks and bills, and what the
             # upstream reads, could be different requests.

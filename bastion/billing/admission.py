@@ -236,13 +236,13 @@ class CreditAdmission:
         return record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Bill:
     record: UsageRow
     tokens: int  # prompt + completion: what the key's token bucket is trued up to
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Settlement:
     """A settlement on its way: the usage record, and the live state's answer to await."""
 

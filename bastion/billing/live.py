@@ -54,7 +54,7 @@ REFUSED_AS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class AdmitResult:
     code: int
     requests_remaining: int
@@ -69,7 +69,7 @@ class AdmitResult:
     in_flight: int = 0  # its requests in flight
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Reservation:
     """One admitted request's hold: what to release and true up at settlement, and the key's limits it
     was admitted under."""

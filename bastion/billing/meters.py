@@ -28,14 +28,14 @@ _PER_SECOND_IN_MS = Decimal(1000)
 WORST_CASE_BYTES_PER_SECOND = 2000  # 16 kbit/s: no speech codec in use packs audio tighter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Hold:
     nano: int  # credit reserved
     tokens: int  # counted against the key's tokens per minute
     prompt_estimate: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Charge:
     prompt_tokens: int
     completion_tokens: int

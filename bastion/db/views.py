@@ -70,7 +70,7 @@ class CreditState:
     usage_nano: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class UsageRow:
     request_id: str
     account_id: str

@@ -58,7 +58,7 @@ class Target:
     restore_model: ModelNameRestorer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class Route:
     model: ModelConfig
     target: Target

@@ -90,7 +90,7 @@ class Http11Pool:
     def _head(
         self, path: str, headers: Iterable[tuple[str, str]], body: bytes | AsyncIterator[bytes]
     ) -> bytes:
-        varying = b"".join(_header_line(name, value) for name, value in headers)
+        varying = b"".join([_header_line(name, value) for name, value in headers])
         target = (self.prefix + path).encode("ascii")
         if isinstance(body, bytes):
             return b"POST %s HTTP/1.1\r\n%s%scontent-length: %d\r\n\r\n" % (
@@ -239,11 +239,20 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 REUSE_WAIT_SECONDS = 0.005
-_UNSAFE_VALUE = re.compile(r"[\r\n\0]")
 _UNSAFE_NAME = re.compile(r"[\r\n\0: ]")
 
 
+_checked_names: set[str] = set()  # header names (from code and config: a few) found safe
+
+
 def _header_line(name: str, value: str) -> bytes:
-    if _UNSAFE_VALUE.search(value) or _UNSAFE_NAME.search(name):
+    # Three searches of a short value cost less than one regular expression's call (two a header, six
+    # a request, were ~1.5 us).
+    if name not in _checked_names:
+        if _UNSAFE_NAME.search(name):
+            raise ValueError(f"invalid character in upstream header {name!r}")
+        if len(_checked_names) < 256:
+            _checked_names.add(name)
+    if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"invalid character in upstream header {name!r}")
     return f"{name}: {value}\r\n".encode("latin-1")

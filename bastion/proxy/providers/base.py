@@ -10,7 +10,7 @@ from typing import Any
 from bastion.config import ProviderConfig
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see PERFORMANCE in README)
 class UpstreamRequest:
     path: str  # relative to the provider's base URL, e.g. "/chat/completions"
     body: bytes  # exactly what goes on the wire (empty for an upload)
