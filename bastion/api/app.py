@@ -43,6 +43,7 @@ from bastion.errors import (
     not_found,
     service_unavailable,
 )
+from bastion.logs import flush_access_lines
 from bastion.proxy.dispatch import Dispatcher
 from bastion.proxy.providers import Provider
 from bastion.proxy.routing import Router
@@ -263,6 +264,7 @@ class BastionApp:
         if self._reloads:
             await asyncio.gather(*self._reloads, return_exceptions=True)
         access.drain()
+        flush_access_lines()
         if self._metrics_flush is not None:
             self._metrics_flush.cancel()
             await asyncio.gather(self._metrics_flush, return_exceptions=True)

@@ -24,11 +24,15 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:=+/-]{1,128}")
 JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
 
 
+_BY_NAME = "bastion.headers"  # the scope's headers by name, made at the first look (4 looks a request)
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
+    """The first value of header `name` (lower case)."""
+    by_name = scope.get(_BY_NAME)
+    if by_name is None:
+        by_name = scope[_BY_NAME] = dict(reversed(scope["headers"]))  # (reversed: the first one kept)
+    return by_name.get(name)
 
 
 def request_id_for(scope: Scope) -> str:
@@ -116,8 +120,19 @@ def declared_length(scope: Scope, limit: int) -> int | None:
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing anything over `limit` bytes before reading past it."""
     declared_length(scope, limit)
-    chunks = [chunk async for chunk in body_chunks(receive, limit)]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    chunks, size = [], 0
+    while True:  # (body_chunks' loop, without an async generator: most bodies are one message)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise request_too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:

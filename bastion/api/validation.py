@@ -12,6 +12,7 @@ from typing import Any
 from bastion.errors import invalid_request
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_PLAIN_ROLES = frozenset(("system", "developer", "user", "assistant"))  # need nothing beside content
 
 _NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INTEGERS = {"max_tokens": 1, "max_completion_tokens": 1, "n": 1, "top_logprobs": 0, "seed": None}
@@ -38,8 +39,53 @@ def require_model(body: dict[str, Any]) -> str:
     return model
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _min_int(minimum: int | None) -> Any:
+    return lambda value: _is_int(value) and (minimum is None or value >= minimum)
+
+
+def _is_stop(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value))
+
+
+def _are_tools(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, dict) for t in value)
+
+
+def _are_stream_options(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("include_usage", False), bool | None)
+
+
+# Each field's check, for the fields a body has (a body names a few of the 17): what `_check_in_order`
+# would accept. A field that fails has `_check_in_order` name the first failing field, as always.
+_VALID: dict[str, Any] = {
+    **{name: _is_bool for name in _BOOLEANS},
+    **{name: _is_number for name in _NUMBERS},
+    **{name: _min_int(minimum) for name, minimum in _INTEGERS.items()},
+    **{name: _is_object for name in _OBJECTS},
+    "stream_options": _are_stream_options,
+    "stop": _is_stop,
+    "tools": _are_tools,
+}
+
+
 def check_common_fields(body: dict[str, Any]) -> None:
     """Type checks of OpenAI's optional scalar and object fields."""
+    for name in _VALID.keys() & body.keys():
+        value = body[name]
+        if value is not None and not _VALID[name](value):
+            _check_in_order(body)
+
+
+def _check_in_order(body: dict[str, Any]) -> None:
+    """Raises the error for the first field, in this order, that is not what OpenAI's types say."""
     for name in _BOOLEANS:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
@@ -82,8 +128,20 @@ def check_chat(body: dict[str, Any]) -> None:
     if not isinstance(messages, list) or not messages:
         raise invalid_request("'messages' must be a non-empty array of message objects.", "messages")
     for index, message in enumerate(messages):
-        _check_message(message, f"messages[{index}]")
+        if not _plain_message(message):
+            _check_message(message, f"messages[{index}]")
     check_common_fields(body)
+
+
+def _plain_message(message: Any) -> bool:
+    """The everyday message, accepted without naming where it is: a role, string content, nothing more
+    to look at (anything else is looked at by `_check_message`)."""
+    return (
+        type(message) is dict
+        and len(message) == 2
+        and type(message.get("content")) is str
+        and message.get("role") in _PLAIN_ROLES
+    )
 
 
 def _check_message(message: Any, where: str) -> None:
