@@ -34,6 +34,7 @@ from bastion.api.asgi import Receive, Scope, Send
 from bastion.api.direct import DirectStream
 from bastion.api.exchange import Exchange
 from bastion.api.http_protocol import BoundedHttpToolsProtocol
+from bastion.api.stopping import REQUEST_CORO
 from bastion.cli.process import ReloadingSupervisor
 
 # sha256 (first 16 hex digits) of the source of what Bastion mirrors or overrides, as verified.
@@ -114,6 +115,8 @@ def test_the_code_bastion_mirrors_is_unchanged() -> None:
     )
     for name in ("STATUS_LINE", "HEADER_RE", "HEADER_VALUE_RE"):
         assert hasattr(httptools_impl, name)
+    # bastion/api/stopping.py finds the request tasks by their coroutine.
+    assert httptools_impl.RequestResponseCycle.run_asgi.__qualname__ == REQUEST_CORO
 
 
 def test_the_supervisor_bastion_extends_is_unchanged() -> None:

@@ -32,6 +32,7 @@ from bastion.api.gateway import Gateway
 from bastion.api.openapi import install_openapi
 from bastion.api.reload import SUPERVISOR_ENV, LoadedModels, ReloadResult
 from bastion.api.self_service import SelfService
+from bastion.api.stopping import Stopping, requests_ended
 from bastion.billing.live import RedisLive
 from bastion.config import Catalog, Settings, load_catalog, served_models_file
 from bastion.dashboard.links import set_password_link
@@ -64,6 +65,7 @@ class BastionApp:
         self.models = LoadedModels(catalog)  # its providers and version; reloaded in place
         self.services = Services(settings, served_models=lambda: self.catalog.models)
         self.draining = False
+        self.stopping = Stopping(self._drain)
         self._metrics_flush: asyncio.Task[None] | None = None
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
         self._sighup_pending = False  # a SIGHUP before startup could take it: reload once started
@@ -173,7 +175,7 @@ class BastionApp:
             await self.gateway.handle_with(work, request_id, scope, receive, send)
 
     async def startup(self) -> None:
-        self._watch_for_sigterm()
+        self._watch_for_stop_signals()
         await self.services.start()
         await self.models.start()
         self._watch_for_sighup()
@@ -229,18 +231,14 @@ class BastionApp:
             if self.own_process:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # shutting down: nothing left to reload
 
-    def _watch_for_sigterm(self) -> None:
-        """Mark the process as draining when SIGTERM arrives (then uvicorn's own handler runs)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGTERM)
+    def _watch_for_stop_signals(self) -> None:
+        """The first SIGINT or SIGTERM marks the process as draining (then uvicorn's handler runs); the
+        second ends every request at once, each settled (bastion/api/stopping.py)."""
+        self.stopping.install()
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            self.draining = True
-            if callable(previous):
-                previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+    def _drain(self) -> None:
+        self.draining = True
+        self.gateway.stopping = True
 
     async def readiness(self) -> list[str]:
         """What keeps this process from serving: empty when ready."""
@@ -263,6 +261,8 @@ class BastionApp:
         self._unwatch_sighup()
         if self._reloads:
             await asyncio.gather(*self._reloads, return_exceptions=True)
+        self.gateway.stopping = True  # cancellations from here on are the server's, not a client's
+        await requests_ended()  # (uvicorn cancels what outlives its grace period, then comes here)
         access.drain()
         flush_access_lines()
         if self._metrics_flush is not None:

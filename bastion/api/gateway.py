@@ -73,6 +73,7 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.dispatcher = dispatcher
+        self.stopping = False  # set once a stop signal came: a cancellation is then the server's
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run(Exchange(scope, receive, send), self._serve, endpoint)
@@ -109,6 +110,16 @@ class Gateway:
             await exchange.fail(error)
         except ClientDisconnected:
             exchange.status = 499
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            # The server is stopping and ended this request (bastion/api/stopping.py): answered and
+            # settled on the way here; no traceback for a cancellation Bastion asked for.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if not exchange.status:
+                await _answer_shutdown(exchange)
         except SHARED_STATE_DOWN as exc:
             # Limits and credit cannot be checked: refuse (nothing was forwarded) rather than guess.
             log.error("shared state unreachable request_id=%s: %s", exchange.request_id, exc)
@@ -340,8 +351,13 @@ class Gateway:
 
 
 async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:
-    """Shutdown's grace period is over: end a live stream with an error event, else answer 503."""
+    """Shutdown's grace period is over (or a second signal came): end a live stream with an error
+    event, else answer 503."""
     outcome.status = 503
+    await _answer_shutdown(exchange)
+
+
+async def _answer_shutdown(exchange: Exchange) -> None:
     try:
         await exchange.fail(service_unavailable("Bastion is shutting down; retry the request."))
     except Exception:  # the connection may already be gone
