@@ -9,9 +9,11 @@ paced stream at c=1 and c=16, then wrk at c=1 and c=32 (JSON and SSE) with CPU p
 
 Each side after the first is compared with the first round by round (bench/paired.py): the change of
 its CPU per request, with a 90 % interval, and whether that stands outside the run's noise.
-`--baseline` makes the recorded baseline (bench/baseline) the first side and runs `BASELINE_ROUNDS`
-rounds, enough for a 3 % change of CPU per request to stand out (the README's Performance section has
-the noise these were chosen from). `--no-tree` leaves this working tree out (to compare two commits).
+Before them, each side's instructions per request under callgrind (bench/instructions.py), which do not
+move with the VM's speed. `--baseline` makes the recorded baseline (bench/baseline) the first side and
+runs `BASELINE_ROUNDS` wrk rounds beside the instruction rounds; a 3 % change stands out in the
+instruction count (the README's Performance section has the noise these were chosen from).
+`--no-tree` leaves this working tree out (to compare two commits).
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ from bench.tools import ToolError, ensure_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_FILE = Path(__file__).resolve().parent / "baseline"
-BASELINE_ROUNDS = 12  # bench.compare HEAD against itself: see README, Performance, "Reading bench.compare"
+# The guard's figure is the instruction count (spread of one commit between runs <= 0.6 %: a 3 % change
+# stands out with 2 rounds); wrk's CPU per request beside it cannot show 3 % here in any affordable
+# number of rounds (README, Performance, "Reading bench.compare"): 6 rounds give its 90 % interval.
+BASELINE_ROUNDS = 6
 LOADS = (("json", 1), ("json", 32), ("sse", 32))
 TREE = "this tree"
 
