@@ -93,16 +93,23 @@ async def body_chunks(receive: Receive, limit: int) -> AsyncIterator[bytes]:
     size = 0
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
+        chunk = _chunk(message, size, limit)
         if chunk:
             size += len(chunk)
-            if size > limit:
-                raise request_too_large(limit)
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+def _chunk(message: Message, size: int, limit: int) -> bytes:
+    """A request message's body bytes, `size` having come before; 413 past `limit`, ClientDisconnected
+    for a hang-up."""
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    chunk: bytes = message.get("body", b"")
+    if size + len(chunk) > limit:
+        raise request_too_large(limit)
+    return chunk
 
 
 def declared_length(scope: Scope, limit: int) -> int | None:
@@ -123,13 +130,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     chunks, size = [], 0
     while True:  # (body_chunks' loop, without an async generator: most bodies are one message)
         message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
+        chunk = _chunk(message, size, limit)
         if chunk:
             size += len(chunk)
-            if size > limit:
-                raise request_too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

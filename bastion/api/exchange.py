@@ -201,7 +201,24 @@ class Exchange:
             await send_error(self.send, error, [*self.headers, self.timing()])
 
 
-class DisconnectWatch:
+class _Watch:
+    """What the two watches share: `gone` once the client hung up, and `absorb`."""
+
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def absorb(self) -> bool:
+        """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""
+        task = asyncio.current_task()
+        if not self.gone or task is None:
+            return False
+        task.uncancel()
+        return True
+
+
+class DisconnectWatch(_Watch):
     """Cancels the request's task when the client hangs up, so the upstream is closed at once.
 
     A slow upstream means no writes to notice the hang-up by, so this listens for `http.disconnect`.
@@ -214,10 +231,10 @@ class DisconnectWatch:
     each (p99 at c=32: 64 ms).
     """
 
-    __slots__ = ("_closed", "_task", "_watcher", "gone")
+    __slots__ = ("_closed", "_task", "_watcher")
 
     def __init__(self, receive: Receive) -> None:
-        self.gone = False
+        super().__init__()
         self._closed = False
         self._task = asyncio.current_task()
         self._watcher = asyncio.ensure_future(self._watch(receive))
@@ -230,19 +247,11 @@ class DisconnectWatch:
             self._task.cancel()
         self._task = None  # no reference from a finished watcher back to the request
 
-    def absorb(self) -> bool:
-        """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""
-        task = asyncio.current_task()
-        if not self.gone or task is None:
-            return False
-        task.uncancel()
-        return True
-
     def close(self) -> None:
         self._closed = True
 
 
-class CycleWatch:
+class CycleWatch(_Watch):
     """`DisconnectWatch` for uvicorn's request cycle, without a task: a callback on the event uvicorn
     sets when the connection is lost, the one its `receive` waits on.
 
@@ -253,10 +262,10 @@ class CycleWatch:
     costs a future and no wake-up.
     """
 
-    __slots__ = ("_cycle", "_task", "_waiter", "gone")
+    __slots__ = ("_cycle", "_task", "_waiter")
 
     def __init__(self, cycle: Any, task: asyncio.Task[Any]) -> None:
-        self.gone = False
+        super().__init__()
         self._cycle = cycle
         self._task: asyncio.Task[Any] | None = task
         self._waiter: asyncio.Future[Any] | None = None
@@ -284,14 +293,6 @@ class CycleWatch:
         self._waiter = None
         self._cycle.message_event._waiters.remove(waiter)  # as Event.wait's `finally` does
         self._arm()
-
-    def absorb(self) -> bool:
-        """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""
-        task = asyncio.current_task()
-        if not self.gone or task is None:
-            return False
-        task.uncancel()
-        return True
 
     def close(self) -> None:
         self._task = None
