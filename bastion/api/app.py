@@ -65,7 +65,7 @@ class BastionApp:
         self.models = LoadedModels(catalog)  # its providers and version; reloaded in place
         self.services = Services(settings, served_models=lambda: self.catalog.models)
         self.draining = False
-        self.stopping = Stopping(self._drain)
+        self.stop_signals = Stopping(self._drain)
         self._metrics_flush: asyncio.Task[None] | None = None
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
         self._sighup_pending = False  # a SIGHUP before startup could take it: reload once started
@@ -234,7 +234,7 @@ class BastionApp:
     def _watch_for_stop_signals(self) -> None:
         """The first SIGINT or SIGTERM marks the process as draining (then uvicorn's handler runs); the
         second ends every request at once, each settled (bastion/api/stopping.py)."""
-        self.stopping.install()
+        self.stop_signals.install()
 
     def _drain(self) -> None:
         self.draining = True

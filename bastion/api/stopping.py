@@ -40,7 +40,6 @@ class Stopping:
     def __init__(self, on_first: Callable[[], None]) -> None:
         self.on_first = on_first
         self.signals = 0
-        self.stopping = False  # a stop signal came: cancellations are Bastion's or its server's
         self._previous: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -53,7 +52,6 @@ class Stopping:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
-        self.stopping = True
         if self.signals == 2 and self._loop is not None:
             log.warning("second stop signal: ending every request in flight now, each settled")
             self._loop.call_soon_threadsafe(end_requests)

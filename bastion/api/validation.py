@@ -88,7 +88,7 @@ def _check_in_order(body: dict[str, Any]) -> None:
     """Raises the error for the first field, in this order, that is not what OpenAI's types say."""
     for name in _BOOLEANS:
         value = body.get(name)
-        if value is not None and not isinstance(value, bool):
+        if value is not None and not _is_bool(value):
             raise invalid_request(f"'{name}' must be a boolean.", name)
     for name in _NUMBERS:
         value = body.get(name)
@@ -104,7 +104,7 @@ def _check_in_order(body: dict[str, Any]) -> None:
             raise invalid_request(f"'{name}' must be at least {minimum}.", name)
     for name in _OBJECTS:
         value = body.get(name)
-        if value is not None and not isinstance(value, dict):
+        if value is not None and not _is_object(value):
             raise invalid_request(f"'{name}' must be an object.", name)
     include_usage = (body.get("stream_options") or {}).get("include_usage")
     if include_usage is not None and not isinstance(include_usage, bool):
@@ -112,12 +112,10 @@ def _check_in_order(body: dict[str, Any]) -> None:
             "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"
         )
     stop = body.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
+    if stop is not None and not _is_stop(stop):
         raise invalid_request("'stop' must be a string or an array of strings.", "stop")
     tools = body.get("tools")
-    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+    if tools is not None and not _are_tools(tools):
         raise invalid_request("'tools' must be an array of objects.", "tools")
 
 

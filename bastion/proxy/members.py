@@ -16,7 +16,7 @@ Most bodies need no scan at all (`_plainly_once`): when the bytes hold no `\\u` 
 each of orjson's keys is plain (nothing JSON must escape) and is found quoted exactly once in them, no
 key can be written twice (a second spelling of a plain key without those escapes is the same bytes),
 and that one place is where the key lies. The regular expression cost ~30,000 instructions a chat
-request (3 % of its path); counting the keys, ~2,000. A key found twice (a `model` in a tool schema,
+request (3 % of its path); counting the keys, a few thousand. A key found twice (a `model` in a tool schema,
 say) takes the scan.
 """
 
