@@ -93,6 +93,16 @@ MODELS_FILE_RELOADS = Counter(
     "Models-file reloads by result: ok (loaded, or unchanged), error (the old file kept); one per process.",
     ["result"],
 )
+# Running usage and the orphan sweep (bastion/billing/checkpoints.py).
+CHECKPOINT_WRITES = Counter(
+    "bastion_checkpoint_writes_total",
+    "Running-usage checkpoints written (one per stream per checkpoint interval, at most).",
+)
+ORPHANS_SETTLED = Counter(
+    "bastion_orphaned_requests_settled_total",
+    "Requests of a dead instance settled from their last checkpoints (by this process's sweeps).",
+)
+ORPHANS_BILLED_USD = Counter("bastion_orphaned_billed_usd_total", "Money charged by those settlements, USD.")
 
 _REFUSALS = {
     "rate_limit_exceeded": "rate_limited",

@@ -7,9 +7,12 @@ from collections.abc import Callable, Collection
 
 from bastion.auth.authenticator import KeyAuthenticator
 from bastion.billing.admission import CreditAdmission
+from bastion.billing.checkpoints import Checkpointer, RedisSink, Sink, StoreSink
+from bastion.billing.instance import own_instance_id
 from bastion.billing.ledger import LedgerWriter, MemoryLedger, RedisLedger
 from bastion.billing.live import LiveState, RedisLive
 from bastion.billing.memory_live import MemoryLive
+from bastion.billing.running import Running
 from bastion.config import Settings
 from bastion.db import migrate
 from bastion.db.engine import is_sqlite
@@ -33,6 +36,9 @@ class Services:
         self.store = Store.from_settings(settings)
         self.live: LiveState
         self.ledger: LedgerWriter
+        self.instance_id = own_instance_id()
+        window = settings.heartbeat_window_seconds
+        sink: Sink
         if settings.redis_url:
             redis_live = RedisLive(settings.redis_url, settings.redis_prefix)
             self.live, self.ledger = (
@@ -40,6 +46,7 @@ class Services:
                 RedisLedger(self.store, redis_live, settings.ledger_flush_seconds),
             )
             shared = redis_live.redis
+            sink = RedisSink(redis_live, self.instance_id, window)
         else:
             memory_live = MemoryLive()
             self.live, self.ledger = (
@@ -47,6 +54,7 @@ class Services:
                 MemoryLedger(self.store, memory_live, settings.ledger_flush_seconds),
             )
             shared = None
+            sink = StoreSink(self.store, self.instance_id, window)
         self.authenticator = KeyAuthenticator(
             self.store, settings.default_rpm, settings.default_tpm, shared, settings.redis_prefix
         )
@@ -58,18 +66,29 @@ class Services:
             self.periods,
             self.authenticator.reload,
         )
+        self.running = Running()  # the requests in flight: the gateway's, read by the checkpoints
+        self.admission.running = self.running
+        self.checkpoints = Checkpointer(
+            self.running,
+            self.admission,
+            sink,
+            settings.checkpoint_seconds,
+            sweep_every_seconds=max(settings.checkpoint_seconds, window / 5),
+        )
         self.management = Management(self.store, self.live, self.authenticator.forget, served_models)
         self.sync = Sync(self.store, self.live, self.authenticator, settings.sync_seconds)
 
     async def start(self) -> None:
         await ensure_schema(self.store, self.settings.database_url)
         await self.live.start()
+        await self.checkpoints.start()  # a dead predecessor's streams settled before this one serves
         await self.ledger.start()
         await self.sync.start()
 
     async def close(self) -> None:
         await self.sync.close()
         await self.ledger.close()  # writes every usage record still waiting
+        await self.checkpoints.close()  # (after the ledger: the checkpoints of what it wrote go)
         await self.live.close()
         await self.store.close()
 

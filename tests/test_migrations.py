@@ -25,6 +25,7 @@ TABLES = [
     "dashboard_sessions",
     "dashboard_users",
     "refusals_daily",
+    "running_usage",
     "usage_daily",
     "usage_records",
 ]

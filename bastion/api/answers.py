@@ -51,6 +51,7 @@ async def relay_stream(
 ) -> None:
     exchange.start_stream()
     outcome.status = 200
+    outcome.stream = relay
     try:
         tail = b""
         while (data := await response.next_chunk()) is not None:

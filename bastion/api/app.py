@@ -81,6 +81,7 @@ class BastionApp:
             dispatcher=Dispatcher(
                 settings.breaker_threshold, settings.breaker_cooldown_seconds, on_event=metrics.upstream_event
             ),
+            running=self.services.running,
         )
         self.self_service = SelfService(
             self.services.authenticator,

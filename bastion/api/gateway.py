@@ -36,6 +36,7 @@ from bastion.api.upload import Upload
 from bastion.api.validation import require_model
 from bastion.auth import Authenticator
 from bastion.billing import Admission, Outcome, Ticket
+from bastion.billing.running import SWEPT, Running
 from bastion.errors import (
     ApiError,
     internal_error,
@@ -66,6 +67,7 @@ class Gateway:
         max_body_bytes: int,
         max_upload_bytes: int,
         dispatcher: Dispatcher,
+        running: Running | None = None,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
@@ -74,6 +76,7 @@ class Gateway:
         self.max_upload_bytes = max_upload_bytes
         self.dispatcher = dispatcher
         self.stopping = False  # set once a stop signal came: a cancellation is then the server's
+        self.running = running or Running()  # the requests in flight, for checkpoints of their usage
 
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run(Exchange(scope, receive, send), self._serve, endpoint)
@@ -110,11 +113,12 @@ class Gateway:
             await exchange.fail(error)
         except ClientDisconnected:
             exchange.status = 499
-        except asyncio.CancelledError:
-            if not self.stopping:
+        except asyncio.CancelledError as cancelled:
+            if not self.stopping and SWEPT not in cancelled.args:
                 raise
-            # The server is stopping and ended this request (bastion/api/stopping.py): answered and
-            # settled on the way here; no traceback for a cancellation Bastion asked for.
+            # The server is stopping and ended this request (bastion/api/stopping.py), or an orphan
+            # sweep settled it (bastion/billing/checkpoints.py): answered and settled on the way here;
+            # no traceback for a cancellation Bastion asked for.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -213,9 +217,12 @@ class Gateway:
             started.append(self.admission.start_settlement(ticket, outcome, priced[-1] if priced else None))
 
         outcome = Outcome(status=502, on_final=final, on_price=price)
+        running = self.running
+        running.add(ticket, outcome)
         try:
             yield outcome
         finally:
+            running.discard(ticket.request_id)  # before its settlement is sent: no checkpoint after it
             exchange.record = await self.admission.settle(ticket, outcome, started[0] if started else None)
 
     async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:
@@ -336,12 +343,13 @@ class Gateway:
         except ApiError as error:
             outcome.status = error.status
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             if opened is not None:
                 opened.response.abort()
             if not watch.absorb():
-                # Not the client: the server's grace period for shutdown ran out.
-                await _end_for_shutdown(exchange, outcome)
+                # Not the client: the server's grace period for shutdown ran out, or a second signal
+                # came, or an orphan sweep settled this request (this instance was taken for dead).
+                await _end_for_bastion(exchange, outcome, SWEPT in cancelled.args)
                 raise
             outcome.client_disconnected = True
         finally:
@@ -350,15 +358,22 @@ class Gateway:
                 opened.release()
 
 
-async def _end_for_shutdown(exchange: Exchange, outcome: Outcome) -> None:
-    """Shutdown's grace period is over (or a second signal came): end a live stream with an error
-    event, else answer 503."""
+async def _end_for_bastion(exchange: Exchange, outcome: Outcome, swept: bool) -> None:
+    """Shutdown's grace period is over (or a second signal came), or the request was swept: end a live
+    stream with an error event, else answer 503."""
     outcome.status = 503
-    await _answer_shutdown(exchange)
+    await _answer_shutdown(exchange, _SWEPT_ANSWER if swept else _SHUTDOWN_ANSWER)
 
 
-async def _answer_shutdown(exchange: Exchange) -> None:
+_SHUTDOWN_ANSWER = "Bastion is shutting down; retry the request."
+_SWEPT_ANSWER = (
+    "This Bastion instance stopped responding for too long and the request was settled by another one;"
+    " retry the request."
+)
+
+
+async def _answer_shutdown(exchange: Exchange, message: str = _SHUTDOWN_ANSWER) -> None:
     try:
-        await exchange.fail(service_unavailable("Bastion is shutting down; retry the request."))
+        await exchange.fail(service_unavailable(message))
     except Exception:  # the connection may already be gone
         log.debug("could not tell the client about the shutdown", exc_info=True)

@@ -23,6 +23,7 @@ class Outcome:
     answer_body: bytes | None = None  # the JSON answer's bytes: its text is counted only if needed
     on_final: Callable[[Outcome], None] | None = None
     on_price: Callable[[Outcome], int] | None = None
+    stream: Any = None  # a stream's relay while it runs: its counts so far, for checkpoints
 
     def price(self) -> int | None:
         """What the request costs, billed now from the outcome so far (a JSON answer's, complete before

@@ -25,9 +25,11 @@ from bastion.billing.live import (
     Reservation,
     Unreplicated,
     reservation,
+    settled_by_sweep,
 )
 from bastion.billing.meters import Meter
 from bastion.billing.refusals import refusal
+from bastion.billing.running import Running
 from bastion.db.store import Store, UsageRow
 from bastion.errors import invalid_api_key, model_not_found
 from bastion.periods import Periods, Window
@@ -52,6 +54,7 @@ class CreditAdmission:
         self.periods = periods or Periods()
         self.reload_key = reload_key  # the authenticator's: a key whose settings changed, read again
         self._unreplicated_said = float("-inf")
+        self.running: Running | None = None  # the requests in flight (checkpoints.py), once wired
 
     def begin(
         self,
@@ -217,7 +220,12 @@ class CreditAdmission:
         settlement = started or self.start_settlement(ticket, outcome)
         record = settlement.record
         try:
-            await settlement.sent
+            answer = await settlement.sent
+            if settled_by_sweep(answer):
+                log.warning(
+                    "request_id=%s was settled from its checkpoint by an orphan sweep: not charged again",
+                    record.request_id,
+                )
         except Unreplicated:
             # Charged on the primary, but a failover now could lose it: the database gets it too.
             if time.monotonic() >= self._unreplicated_said + 60:
@@ -233,6 +241,8 @@ class CreditAdmission:
                 record.request_id,
             )
             await self.store.record_usage([record])
+            if ticket.hold.checkpointed and self.running is not None:
+                self.running.unsettled.append(ticket.hold)  # its checkpoint in Redis must not be swept
         return record
 
 
@@ -247,7 +257,7 @@ class Settlement:
     """A settlement on its way: the usage record, and the live state's answer to await."""
 
     record: UsageRow
-    sent: Awaitable[int]
+    sent: Awaitable[int | list[int]]
 
 
 def _record_status(outcome: Outcome) -> int:

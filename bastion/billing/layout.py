@@ -136,6 +136,20 @@ class KeyLayout:
     def refused(head: str, key_id: str) -> str:
         return f"{head}refused:{key_id}"
 
+    # Running usage (bastion/billing/checkpoints.py): per slot group, the instances that checkpoint there
+    # (with their last heartbeat) and each one's checkpoints.
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return self._heads
+
+    @staticmethod
+    def runners(head: str) -> str:
+        return f"{head}runners"
+
+    @staticmethod
+    def running(head: str, instance_id: str) -> str:
+        return f"{head}running:{instance_id}"
+
     def tallies(self, account_id: str) -> str:
         return self.refusal_tallies[self._shard(account_id)]
 

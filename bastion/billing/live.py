@@ -84,6 +84,7 @@ class Reservation:
     budget_nano: int | None = None
     max_parallel: int | None = None
     version: int = 0  # the key's settings version it was admitted under
+    checkpointed: bool = False  # its running usage is in the live state (a stream's; checkpoints.py)
 
 
 def reservation(
@@ -193,14 +194,15 @@ class LiveState(ABC):
     @abstractmethod
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
-    ) -> Awaitable[int]:
+    ) -> Awaitable[int | list[int]]:
         """Start the settlement now: charge `cost_nano` (to the account, and to the key's spend in
         `period`, the current one), release the hold, record the usage; the awaitable gives the balance
-        after it."""
+        after it, or `[balance]` if an orphan sweep had settled the request already from its checkpoint
+        (nothing charged again: `settled_by_sweep`)."""
 
     async def settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str = "total"
-    ) -> int:
+    ) -> int | list[int]:
         return await self.send_settle(hold, cost_nano, tokens_used, record, period)
 
     @abstractmethod
@@ -251,7 +253,11 @@ class RedisLive(LiveState):
 
         counting = buckets + scripts.joinpath("refusal_counts.lua").read_text()
         self._admit = script("admit.lua", prelude=counting)
-        self._settle = script("settle.lua")
+        settling = buckets + scripts.joinpath("settle_fn.lua").read_text()
+        self._settle = script("settle.lua", prelude=settling)
+        self.sweep_script = script("sweep.lua", prelude=settling)
+        self.checkpoint_script = script("checkpoint.lua")
+        self.instance_id = ""  # this process's, once its checkpoints start (bastion/billing/checkpoints.py)
         self._peek = script("peek.lua", prelude=counting)
         self._status = script("key_status.lua")
         self._load = script("load_account.lua", prelude="")
@@ -293,6 +299,8 @@ class RedisLive(LiveState):
             self._load_spend,
             self._take_refusals,
             self._return_refusals,
+            self.sweep_script,
+            self.checkpoint_script,
         )
         await self.channel.load_scripts(scripts)
 
@@ -337,8 +345,10 @@ class RedisLive(LiveState):
 
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
-    ) -> Awaitable[int]:
+    ) -> Awaitable[int | list[int]]:
         keys = self.layout.settle_keys(hold.account_id, hold.key_id, period)
+        if hold.checkpointed:  # its checkpoint goes with it, or says a sweep settled it already
+            keys.append(self.layout.running(self.layout.head(hold.account_id), self.instance_id))
         args = [hold.member, hold.nano, cost_nano, tokens_used - hold.tokens, hold.tpm, encode_row(record)]
         # Where a replica may be promoted in its server's place, the settlement waits for one to have
         # it (what a promoted replica lacks would be lost).
@@ -346,11 +356,11 @@ class RedisLive(LiveState):
             return asyncio.ensure_future(self._settle_kept(keys, args))
         return self.channel.submit_script(self._settle, keys, args)
 
-    async def _settle_kept(self, keys: list[str], args: list[Arg]) -> int:
+    async def _settle_kept(self, keys: list[str], args: list[Arg]) -> int | list[int]:
         balance, replicas = await self.channel.run_then_wait(self._settle, keys, args, REPLICA_WAIT_MS)
         if replicas < 1:
             raise Unreplicated("no replica acknowledged the settlement")
-        return int(balance)
+        return balance  # type: ignore[no-any-return]
 
     async def load_key_spend(
         self, key_id: str, account_id: str, period: str, spent_nano: int, expires_epoch: float
@@ -424,6 +434,11 @@ async def _admit_result(reply: Awaitable[list[int]]) -> AdmitResult:
 
 def _reply_admits(reply: Any) -> bool:
     return isinstance(reply, list) and bool(reply) and reply[0] == ADMITTED
+
+
+def settled_by_sweep(answer: Any) -> bool:
+    """A settlement's answer saying an orphan sweep had settled the request already (settle.lua)."""
+    return isinstance(answer, list)
 
 
 def result_admits(result: Any) -> bool:

@@ -197,7 +197,7 @@ class MemoryLive(LiveState):
 
     def send_settle(
         self, hold: Reservation, cost_nano: int, tokens_used: int, record: UsageRow, period: str
-    ) -> Awaitable[int]:
+    ) -> Awaitable[int | list[int]]:
         return ready(self._settle_now(hold, cost_nano, tokens_used, record, period))
 
     def _settle_now(

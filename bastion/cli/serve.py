@@ -102,6 +102,12 @@ def serve_command(args: argparse.Namespace) -> int:
             f"--workers {settings.workers} needs BASTION_REDIS_URL: rate limits and credit reservations"
             " must be shared by every worker, and without Redis each worker would keep its own"
         )
+    if settings.heartbeat_window_seconds < 3 * settings.checkpoint_seconds:
+        return fail(
+            f"BASTION_HEARTBEAT_WINDOW_SECONDS ({settings.heartbeat_window_seconds:g}) must be at least 3"
+            f" checkpoint intervals (BASTION_CHECKPOINT_SECONDS={settings.checkpoint_seconds:g}): a live"
+            " instance beats once per interval, and a window of fewer would take a busy one for dead"
+        )
 
     from bastion.api.app import catalog_for
 

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
         description="How often each instance reads revocations, changed keys and new credit from the"
         " database.",
     )
+    checkpoint_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often a running stream's usage is checkpointed: what a crash can leave unbilled"
+        " at most.",
+    )
+    heartbeat_window_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An instance silent this long is taken for dead: its streams are settled from their"
+        " checkpoints (at least 3 checkpoint intervals).",
+    )
     budget_timezone: str = Field(
         "UTC", description="Time zone of keys' daily, weekly and monthly budget periods (e.g. Europe/Paris)."
     )

@@ -122,6 +122,21 @@ class UsageRecord(Base):
     unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # The ledger's `request_id` is always Bastion's own (unique); a client's x-request-id is kept here.
     client_request_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    # Settled from its last checkpoint after its instance died (bastion/billing/checkpoints.py).
+    recovered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class RunningUsage(Base):
+    """A stream's running usage, checkpointed while it runs (in-process live state only: with Redis the
+    checkpoints are beside the reservations there): the usage record it would get if its process died
+    now. The next start settles what a dead process left."""
+
+    __tablename__ = "running_usage"
+
+    request_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(200), index=True)
+    record: Mapped[str] = mapped_column(Text)  # the usage record as the ledger stream carries it
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class UsageDaily(Base):

@@ -31,6 +31,7 @@ from bastion.db.people import People
 from bastion.db.refusals import Refusals
 from bastion.db.reports import Reports
 from bastion.db.request_log import RequestLog, usage_row
+from bastion.db.running_usage import RunningUsageTable
 from bastion.db.views import (
     AccountView,
     CreditState,
@@ -53,6 +54,7 @@ class Store:
         self.log = RequestLog(self._sessions)
         self.refusals = Refusals(self._sessions, engine.dialect.name)
         self._batches = PostgresBatches(engine) if engine.dialect.name == "postgresql" else None
+        self.running_usage = RunningUsageTable(engine, self.record_usage_json)
 
     @classmethod
     def from_url(cls, url: str, pooler: Pooler = "none") -> Store:

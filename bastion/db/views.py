@@ -87,6 +87,7 @@ class UsageRow:
     quantity: int = 0  # images, audio milliseconds, characters: for meters that do not count tokens
     unit: str | None = None
     client_request_id: str | None = None  # the client's own x-request-id, when it sent one
+    recovered: bool = False  # settled from its last checkpoint after its instance died
 
     def as_json(self) -> dict[str, Any]:
         """As `GET /v1/requests/{id}` has it: `cost_usd`, and `cost_nano` beside it."""
