@@ -10,6 +10,7 @@ window of 1.5 s); the defaults are 1 s and 10 s.
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import sqlite3
 import threading
@@ -17,18 +18,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis
+import redis.cluster
 import yaml
 from conftest import Gateway, gateway_models_file
 from dashboard_client import person
+from metrics_scrape import scrape, value
+from provision import create_postgres_database, drop_postgres_database, migrated, run
+from redis_engines import RedisCluster, redis_cluster, redis_server_binary
 from stacks import Stack, drop_stack, make_stack, poll
 from upstream import MockUpstream
 
 from bastion.billing.estimate import completion_tokens_from_chars, text_chars
+from bastion.billing.layout import KeyLayout, shard_of
 from bastion.db.store import UsageRow
 from bastion.money import NANO_PER_USD
 
@@ -92,24 +99,38 @@ def completion_bound(stream: Stream) -> int:
     return completion_tokens_from_chars(stream.chars)
 
 
+def redis_client(stack: Stack) -> Any:
+    if stack.redis_url and stack.redis_url.startswith("redis+cluster://"):
+        host, port = stack.redis_url.split("://", 1)[1].split(":")
+        return redis.cluster.RedisCluster(host=host, port=int(port))
+    return redis.Redis.from_url(stack.redis_url or "")
+
+
+def layout_of(stack: Stack) -> KeyLayout:
+    return KeyLayout(stack.redis_prefix, bool(stack.redis_url and "cluster" in stack.redis_url))
+
+
 def redis_figures(stack: Stack, account_id: str) -> tuple[int, int, int]:
     """The account in Redis: (credit, spent, reserved)."""
-    client = redis.Redis.from_url(stack.redis_url or "")
+    client = redis_client(stack)
     try:
-        credit, spent, reserved = client.hmget(
-            f"{stack.redis_prefix}account:{account_id}", "credit", "spent", "reserved"
-        )
+        name = KeyLayout.account(layout_of(stack).head(account_id), account_id)
+        credit, spent, reserved = client.hmget(name, "credit", "spent", "reserved")
         return int(credit or 0), int(spent or 0), int(reserved or 0)
     finally:
         client.close()
 
 
 def redis_checkpoints(stack: Stack) -> dict[str, dict[bytes, bytes]]:
-    """Every instance's checkpoints: instance id -> member -> checkpoint."""
-    client = redis.Redis.from_url(stack.redis_url or "")
+    """Every instance's checkpoints, in every slot group: instance id -> member -> checkpoint."""
+    client = redis_client(stack)
+    found: dict[str, dict[bytes, bytes]] = {}
     try:
-        runners = [r.decode() for r in client.zrange(f"{stack.redis_prefix}runners", 0, -1)]
-        return {i: client.hgetall(f"{stack.redis_prefix}running:{i}") for i in runners}
+        for head in layout_of(stack).heads:
+            for runner in client.zrange(KeyLayout.runners(head), 0, -1):
+                instance = runner.decode()
+                found.setdefault(instance, {}).update(client.hgetall(KeyLayout.running(head, instance)))
+        return found
     finally:
         client.close()
 
@@ -163,6 +184,10 @@ def assert_settled_from_checkpoints(
         assert record.recovered and record.status == 500, record
         assert record.cost_nano >= held[record.request_id] > 0, (record, held[record.request_id])
         assert 0 < record.completion_tokens <= completion_bound(stream), (record, stream.chars)
+    lost = sorted(completion_bound(s) - records[s.name].completion_tokens for s in streams)
+    # What the crash cost (README: "What can still be lost"), shown with `pytest -s`.
+    streamed = [completion_bound(s) for s in streams]
+    print(f"\ntokens streamed after the last checkpoint, per stream: {lost} (of {streamed})")
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["survivor-sweeps", "restarted-at-once"])
@@ -193,6 +218,12 @@ def test_kill_9_of_one_of_two_instances_settles_each_of_its_streams_once(
     assert all(s.ended in ("(cut)", s.lines[-1]) for s in lost)
     assert_settled_from_checkpoints(records, lost, held)
     assert not any(s.name in records for s in kept)  # the survivor's streams run on, untouched
+    swept = [scrape(g.root) for g in shared.gateways if g is not victim]
+    settled_count = sum(value(m, "bastion_orphaned_requests_settled_total") for m in swept)
+    billed = sum(value(m, "bastion_orphaned_billed_usd_total") for m in swept)
+    assert settled_count == 10
+    assert billed == pytest.approx(sum(records[s.name].cost_nano for s in lost) / NANO_PER_USD)
+    assert value(scrape(survivor.root), "bastion_checkpoint_writes_total") >= 10
     for stream in kept:
         stream.stop.set()
     records = by_name(shared.wait_records(account_id, 20))
@@ -267,9 +298,13 @@ def test_embedded_kill_9_then_restart_settles_the_streams_from_their_checkpoints
     assert embedded.balance(account_id) == CREDIT - sum(r.cost_nano for r in records.values())
     second = embedded.start()  # a second start finds nothing more to settle
     assert len(embedded.records(account_id)) == 10
+    record = records[streams[0].name]
+    own = httpx.get(
+        f"{second.base_url}/requests/{streams[0].name}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert own.status_code == 200 and own.json()["recovered"] is True and own.json()["status"] == 500
     operator = person(embedded, "--operator", root=second.root)
     try:
-        record = records[streams[0].name]
         page = operator.page(f"/dashboard/usage/{record.request_id}")
         assert page.status_code == 200
         assert re.search(r"<dd data-settled><span class=\"badge warn\">after a crash</span>", page.text), (
@@ -280,3 +315,49 @@ def test_embedded_kill_9_then_restart_settles_the_streams_from_their_checkpoints
     finally:
         operator.close()
     ledger_checks(embedded)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    with redis_cluster(masters=3) as started:
+        yield started
+
+
+def test_on_a_redis_cluster_the_survivor_settles_a_dead_instances_streams_in_every_slot_group(
+    cluster: RedisCluster, upstream: MockUpstream, blackhole_port: int, tmp_path: Path
+) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text(yaml.safe_dump(gateway_models_file(upstream, blackhole_port)))
+    database = create_postgres_database()
+    run(migrated(database))
+    stack = Stack("shared", database, cluster.url, f"test-{secrets.token_hex(4)}:", config, tmp_path)
+    stack.settings = dict(FAST)
+    try:
+        accounts = []
+        while len({shard_of(a[0]) for a in accounts}) < 3:  # three slot groups
+            account = stack.account(CREDIT)
+            if shard_of(account[0]) not in {shard_of(a[0]) for a in accounts}:
+                accounts.append(account)
+        stack.start()
+        victim = stack.start()
+        lost = [
+            s for n, (_, _, key) in enumerate(accounts) for s in start_streams(victim, key, 3, f"c{n}")[0]
+        ]
+        victim_id = instance_of(stack, victim)
+        assert poll(lambda: len(checkpoint_costs(redis_checkpoints(stack).get(victim_id, {}))) == 9, 5)
+        held = checkpoint_costs(redis_checkpoints(stack)[victim_id])
+        victim.process.kill()
+        victim.process.wait(5)
+        for n, (account_id, _, _) in enumerate(accounts):
+            records = by_name(stack.wait_records(account_id, 3))
+            assert_settled_from_checkpoints(records, [s for s in lost if s.name.startswith(f"c{n}-")], held)
+            total = sum(r.cost_nano for r in records.values())
+            assert poll(lambda a=account_id: redis_figures(stack, a)[2] == 0, 5)
+            assert redis_figures(stack, account_id)[1] == total
+            assert stack.balance(account_id) == CREDIT - total
+        ledger_checks(stack)
+    finally:
+        stack.stop()
+        drop_postgres_database(database)

@@ -99,6 +99,7 @@ def test_a_streams_cost_is_read_by_its_request_id(stack: Stack) -> None:
         "cost_usd": "0.000017",
         "cost_nano": 17_000,
         "estimated": False,
+        "recovered": False,
         "latency_ms": record.latency_ms,
         "created": int(record.created_at.timestamp()),
         "created_at": got["created_at"],

@@ -194,15 +194,18 @@ class Gateway:
         plan.prepare(self.dispatcher, admitting)
         router.active += 1
         try:
-            async with self._admitted(admitting, exchange) as outcome:
+            async with self._admitted(admitting, exchange, plan.stream) as outcome:
                 await self._forward(plan, outcome)
         finally:
             plan.discard()
             router.release()
 
     @asynccontextmanager
-    async def _admitted(self, admitting: Awaitable[Ticket], exchange: Exchange) -> AsyncIterator[Outcome]:
-        """Admitted (limits, credit) before the block; settled exactly once after it, however it ends."""
+    async def _admitted(
+        self, admitting: Awaitable[Ticket], exchange: Exchange, stream: bool = False
+    ) -> AsyncIterator[Outcome]:
+        """Admitted (limits, credit) before the block; settled exactly once after it, however it ends. A
+        stream is among the requests running meanwhile, for the checkpoints of its usage."""
         ticket = await admitting
         exchange.headers += ticket.headers
         exchange.limited = True
@@ -217,12 +220,13 @@ class Gateway:
             started.append(self.admission.start_settlement(ticket, outcome, priced[-1] if priced else None))
 
         outcome = Outcome(status=502, on_final=final, on_price=price)
-        running = self.running
-        running.add(ticket, outcome)
+        if stream:
+            self.running.add(ticket, outcome)
         try:
             yield outcome
         finally:
-            running.discard(ticket.request_id)  # before its settlement is sent: no checkpoint after it
+            if stream:  # gone before its settlement is sent: no checkpoint of it after that
+                self.running.discard(ticket.request_id)
             exchange.record = await self.admission.settle(ticket, outcome, started[0] if started else None)
 
     async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:

@@ -131,6 +131,7 @@ def request_object(record: UsageRow) -> dict[str, object]:
         "cost_usd": decimal_usd(record.cost_nano),
         "cost_nano": record.cost_nano,
         "estimated": record.estimated,
+        "recovered": record.recovered,  # settled from its last checkpoint after its instance died
         "latency_ms": record.latency_ms,
         "created": int(record.created_at.timestamp()),
         "created_at": record.created_at.isoformat().replace("+00:00", "Z"),

@@ -37,6 +37,7 @@ CSV_COLUMNS = [
     "cost_nano",
     "latency_ms",
     "estimated",
+    "recovered",
 ]
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -197,6 +198,7 @@ def csv_line(row: UsageRow, key_name: str | None) -> list[object]:
         row.cost_nano,
         row.latency_ms,
         "true" if row.estimated else "false",
+        "true" if row.recovered else "false",
     ]
 
 
