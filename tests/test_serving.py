@@ -92,3 +92,20 @@ def test_two_workers_serve_the_same_routes(
     finally:
         stop_gateway(server)
         delete_redis_keys(REDIS_URL, prefix)
+
+
+def test_a_heartbeat_window_of_fewer_than_three_checkpoint_intervals_is_refused(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env |= {"BASTION_CHECKPOINT_SECONDS": "2", "BASTION_HEARTBEAT_WINDOW_SECONDS": "5"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", "--demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "BASTION_HEARTBEAT_WINDOW_SECONDS (5) must be at least 3 checkpoint intervals" in result.stderr
+    assert "BASTION_CHECKPOINT_SECONDS=2" in result.stderr
+    assert not (tmp_path / "bastion.db").exists()
