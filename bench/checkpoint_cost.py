@@ -87,6 +87,58 @@ async def measure(port: int, streams: list[int], calls: int) -> None:
         await live.close()
 
 
+def gateway_cost(streams: int, rounds: int = 200) -> float:
+    """The gateway's CPU per checkpoint: `Checkpointer.collect()` over `streams` streams that each
+    streamed something since the last one (a bill and a JSON record each), in microseconds."""
+    from types import SimpleNamespace
+
+    from bastion.auth import Principal
+    from bastion.billing import Outcome, Ticket
+    from bastion.billing.admission import CreditAdmission
+    from bastion.billing.checkpoints import Checkpointer, StoreSink
+    from bastion.billing.memory_live import MemoryLive
+    from bastion.billing.meters import TokenMeter
+    from bastion.billing.running import Running
+    from bastion.config.models_file import ModelConfig
+
+    model = ModelConfig.model_validate(
+        {
+            "id": "m",
+            "category": "LLM",
+            "deployments": [{"provider": "p", "model": "u"}],
+            "price": {"input": 1, "output": 2},
+        }
+    )
+    principal = Principal("key_0123456789abcdef", "acct_0123456789abcdef", "qbt_AbCd1234", None, 600, 10**6)
+    admission = CreditAdmission(MemoryLive(), None, 4096)  # type: ignore[arg-type]
+    meter = TokenMeter()
+    running = Running()
+    relays = []
+    for n in range(streams):
+        hold = reservation(principal.key_id, principal.account_id, f"req_{n:024x}", 8_192_000, 4_100, 10**6)
+        metered = meter.reserve({"messages": [{"role": "user", "content": "hello there"}]}, model, 4096, 60)
+        route = SimpleNamespace(model=model)
+        ticket = Ticket(principal, route, f"req_{n:024x}", "chat", [], hold, metered, meter, time.monotonic())  # type: ignore[arg-type]
+        relay = SimpleNamespace(text_chars=0, usage=None)
+        relays.append(relay)
+        running.requests[ticket.request_id] = (
+            ticket,
+            Outcome(200, on_final=lambda o: None, stream=relay),
+            None,
+        )  # type: ignore[assignment]
+    checkpointer = Checkpointer(running, admission, StoreSink(None, "i", 10.0), 1.0, 2.0)  # type: ignore[arg-type]
+    spent = 0.0
+    for _ in range(rounds):
+        for relay in relays:
+            relay.text_chars += 40
+        started = time.perf_counter()
+        due, _ = checkpointer.collect(list(running.requests))
+        for checkpoint in due:
+            checkpoint.encoded()
+        spent += time.perf_counter() - started
+    return spent / rounds / streams * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.checkpoint_cost", description=__doc__.split("\n")[0]
@@ -110,6 +162,7 @@ def main() -> None:
                         raise
                     time.sleep(0.05)
             asyncio.run(measure(port, [1, 32, 256, 1000], args.calls))
+            print(f"gateway CPU per checkpoint (a bill, its record, encoded): {gateway_cost(256):.1f} us")
         finally:
             server.terminate()
             server.wait(5)

@@ -113,6 +113,10 @@ class Exchange:
             self._watch = DisconnectWatch(self.receive)
         return self._watch
 
+    def request_task(self) -> asyncio.Task[Any] | None:
+        """The task the disconnect watch would cancel: the request's, until its answer is complete."""
+        return self._watch.task() if self._watch is not None else None
+
     def _completing(self) -> None:
         # Once the last byte is handed over a hang-up changes nothing (and after it, uvicorn reports one).
         if self._watch is not None:
@@ -205,9 +209,13 @@ class _Watch:
     """What the two watches share: `gone` once the client hung up, and `absorb`."""
 
     __slots__ = ("gone",)
+    _task: asyncio.Task[Any] | None  # (in each watch's slots)
 
     def __init__(self) -> None:
         self.gone = False
+
+    def task(self) -> asyncio.Task[Any] | None:
+        return self._task
 
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the cancel undone) if it was the client hanging up."""

@@ -221,12 +221,12 @@ class Gateway:
 
         outcome = Outcome(status=502, on_final=final, on_price=price)
         if stream:
-            self.running.add(ticket, outcome)
+            self.running.requests[ticket.request_id] = (ticket, outcome, exchange)
         try:
             yield outcome
         finally:
             if stream:  # gone before its settlement is sent: no checkpoint of it after that
-                self.running.discard(ticket.request_id)
+                self.running.requests.pop(ticket.request_id, None)
             exchange.record = await self.admission.settle(ticket, outcome, started[0] if started else None)
 
     async def _serve_upload(self, endpoint: Endpoint, exchange: Exchange) -> None:
