@@ -10,6 +10,7 @@ import { Chat } from "./resources/chat.js";
 import { Completions } from "./resources/completions.js";
 import { Embeddings } from "./resources/embeddings.js";
 import { Images } from "./resources/images.js";
+import { Key, Requests } from "./resources/key.js";
 import { Models } from "./resources/models.js";
 import { Responses } from "./resources/responses.js";
 import { Tts } from "./resources/tts.js";
@@ -18,9 +19,10 @@ export const VERSION = "0.1.0";
 export const DEFAULT_BASE_URL = "https://api.qubittron.ai/v1";
 
 export interface ClientOptions {
-  /** Bastion's base URL, ending in `/v1` (default: `BASTION_BASE_URL`, else the hosted gateway). */
+  /** Bastion's base URL, ending in `/v1` (default: `QUBITTRON_BASE_URL`, else `BASTION_BASE_URL`, else
+   * the hosted gateway). */
   baseURL?: string | undefined;
-  /** A `qbt_` key (default: `QUBITTRON_API_KEY`). */
+  /** A `qbt_` key (default: `QUBITTRON_API_KEY`, else `BASTION_API_KEY`). */
   apiKey?: string | undefined;
   /** Milliseconds to wait for an answer's head (default 10 minutes). */
   timeout?: number | undefined;
@@ -47,18 +49,30 @@ export class Bastion implements Transport {
   readonly audio: Audio;
   readonly responses: Responses;
   readonly models: Models;
+  /** The calling key's limits, budget and spend (`GET /v1/key`). */
+  readonly key: Key;
+  /** Usage records of the key's account (`GET /v1/requests/{id}`). */
+  readonly requests: Requests;
   /** NVIDIA Riva's text to speech (`POST /api/v1/tts/text_to_audio`), which the `openai` package cannot call. */
   readonly tts: Tts;
 
   constructor(options: ClientOptions = {}) {
-    const apiKey = options.apiKey ?? env("QUBITTRON_API_KEY");
+    const apiKey = options.apiKey ?? env("QUBITTRON_API_KEY") ?? env("BASTION_API_KEY");
     if (!apiKey) {
       throw new BastionError(
-        "Bastion needs an API key: set QUBITTRON_API_KEY, or pass it: new Bastion({ apiKey: 'qbt_...' }).",
+        "Bastion needs an API key: set QUBITTRON_API_KEY (or BASTION_API_KEY), or pass it:" +
+          " new Bastion({ apiKey: 'qbt_...' }).",
       );
     }
     this.apiKey = apiKey;
-    this.baseURL = (options.baseURL ?? env("BASTION_BASE_URL") ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+    const baseURL = options.baseURL ?? env("QUBITTRON_BASE_URL") ?? env("BASTION_BASE_URL") ?? DEFAULT_BASE_URL;
+    if (!/^https?:\/\//.test(baseURL)) {
+      throw new BastionError(
+        `Bastion's base URL must start with http:// or https:// (got '${baseURL}'): set QUBITTRON_BASE_URL` +
+          " (or BASTION_BASE_URL), or pass it: new Bastion({ baseURL: 'https://.../v1' }).",
+      );
+    }
+    this.baseURL = baseURL.replace(/\/+$/, "");
     this.timeout = options.timeout ?? 600_000;
     this.maxRetries = options.maxRetries ?? 2;
     this.defaultHeaders = options.defaultHeaders ?? {};
@@ -74,6 +88,8 @@ export class Bastion implements Transport {
     this.audio = new Audio(this);
     this.responses = new Responses(this);
     this.models = new Models(this);
+    this.key = new Key(this);
+    this.requests = new Requests(this);
     this.tts = new Tts(this);
   }
 

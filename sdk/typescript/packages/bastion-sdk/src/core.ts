@@ -257,16 +257,23 @@ export function rateLimitOf(headers: Headers): RateLimitInfo {
   };
 }
 
-/** The answer's JSON, with the request id as a non-enumerable `_request_id` (the `openai` package's). */
+/** The answer's JSON, with the request id as a non-enumerable `_request_id` (the `openai` package's) and
+ * the request's cost as `_cost_usd` (`x-bastion-cost-usd`, exact decimal USD), both from its headers. */
 export async function json<T>(answer: Answer): Promise<T> {
   const value = JSON.parse(await text(answer)) as unknown;
   if (typeof value === "object" && value !== null) {
-    Object.defineProperty(value, "_request_id", {
-      value: answer.response.headers.get("x-request-id"),
-      enumerable: false,
-      writable: true,
-      configurable: true,
-    });
+    const headers = answer.response.headers;
+    for (const [field, header] of [
+      ["_request_id", "x-request-id"],
+      ["_cost_usd", "x-bastion-cost-usd"],
+    ] as const) {
+      Object.defineProperty(value, field, {
+        value: headers.get(header),
+        enumerable: false,
+        writable: true,
+        configurable: true,
+      });
+    }
   }
   return value as T;
 }

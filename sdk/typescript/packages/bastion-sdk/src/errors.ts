@@ -6,7 +6,7 @@
  * an instance of the CommonJS build's classes too (an app can load both: the dual-package hazard).
  */
 
-import type { ErrorEnvelope } from "@qubi_bastion/shared";
+import type { ErrorEnvelope } from "./wire.js";
 
 const BRAND = Symbol.for("@qubittron/bastion-sdk/error-classes");
 

@@ -53,10 +53,13 @@ export type { TranscriptionCreateParams } from "./resources/audio.js";
 export { AudioEncoding } from "./resources/tts.js";
 export type { SpeechAudio, TextToAudioParams } from "./resources/tts.js";
 export { ModelsPage, PagePromise } from "./resources/models.js";
+export { Key, Requests } from "./resources/key.js";
 export type {
   ChatChoice,
+  AnswerMeta,
   ChatChoiceDelta,
   ChatCompletion,
+  ChatCompletionMessage,
   ChatCompletionChunk,
   ChatContentPart,
   ChatMessage,
@@ -68,6 +71,8 @@ export type {
   EndpointKind,
   ErrorEnvelope,
   FinishReason,
+  KeyStatus,
+  RequestRecord,
   Image,
   ImagesResponse,
   Model,
@@ -77,6 +82,6 @@ export type {
   ResponseStreamEvent,
   TokenUsage,
   Transcription,
-} from "@qubi_bastion/shared";
+} from "./wire.js";
 
 export default Bastion;

@@ -1,9 +1,19 @@
 /**
- * Bastion's wire types: what its OpenAI-compatible routes accept and answer, as JSON.
+ * Bastion's wire types: what its OpenAI-compatible routes accept and answer, as JSON (once the package
+ * `@qubi_bastion/shared`; now part of the SDK, so that its declarations resolve with nothing else
+ * installed).
  *
  * Types only (the compiled module is empty). Objects carry an index signature where the upstream may
  * add fields Bastion passes through unchanged (vendor extensions, `system_fingerprint`, logprobs...).
  */
+
+/** What every JSON answer carries besides its fields (not enumerable: not part of the JSON). */
+export interface AnswerMeta {
+  /** The answer's `x-request-id` (the `openai` package's `_request_id`). */
+  readonly _request_id?: string | null;
+  /** What the request cost, exact decimal USD (`x-bastion-cost-usd`); a stream's is in its record. */
+  readonly _cost_usd?: string | null;
+}
 
 export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool" | "function";
 
@@ -20,6 +30,7 @@ export interface ChatToolCall {
   function: { name: string; arguments: string };
 }
 
+/** A message of a request: any role, text or content parts. */
 export interface ChatMessage {
   role: ChatRole;
   content: string | ChatContentPart[] | null;
@@ -41,14 +52,28 @@ export interface TokenUsage {
 
 export type FinishReason = "stop" | "length" | "content_filter" | "tool_calls" | "function_call";
 
+/** The message of an answer: the assistant's, as the `openai` package types it (`content` is text). */
+export interface ChatCompletionMessage {
+  role: "assistant";
+  content: string | null;
+  /** Set when the model refused (OpenAI). */
+  refusal?: string | null;
+  tool_calls?: ChatToolCall[];
+  /** OVH GPT-OSS's reasoning channel (OpenAI Responses convention). */
+  reasoning?: string;
+  /** vLLM's `--enable-reasoning` and DeepSeek-R1's reasoning channel. */
+  reasoning_content?: string;
+  [field: string]: unknown;
+}
+
 export interface ChatChoice {
   index: number;
-  message: ChatMessage;
+  message: ChatCompletionMessage;
   finish_reason: FinishReason | null;
   logprobs?: unknown;
 }
 
-export interface ChatCompletion {
+export interface ChatCompletion extends AnswerMeta {
   id: string;
   object: "chat.completion";
   /** Unix seconds. */
@@ -99,7 +124,7 @@ export interface CompletionChoice {
   logprobs?: unknown;
 }
 
-export interface Completion {
+export interface Completion extends AnswerMeta {
   id: string;
   object: "text_completion";
   created: number;
@@ -116,7 +141,7 @@ export interface Embedding {
   embedding: number[] | string;
 }
 
-export interface CreateEmbeddingResponse {
+export interface CreateEmbeddingResponse extends AnswerMeta {
   object: "list";
   data: Embedding[];
   model: string;
@@ -129,13 +154,13 @@ export interface Image {
   revised_prompt?: string;
 }
 
-export interface ImagesResponse {
+export interface ImagesResponse extends AnswerMeta {
   created: number;
   data: Image[];
   [field: string]: unknown;
 }
 
-export interface Transcription {
+export interface Transcription extends AnswerMeta {
   text: string;
   /** verbose_json only. */
   language?: string;
@@ -144,7 +169,7 @@ export interface Transcription {
   [field: string]: unknown;
 }
 
-export interface ResponseObject {
+export interface ResponseObject extends AnswerMeta {
   id: string;
   object: "response";
   created_at: number;
@@ -166,7 +191,7 @@ export type ModelCategory = "LLM" | "Code" | "Vision" | "Safety" | "Embedding" |
 
 export type EndpointKind = "chat" | "completions" | "embeddings" | "images" | "transcription" | "responses" | "tts";
 
-export interface Model {
+export interface Model extends AnswerMeta {
   id: string;
   object: "model";
   created: number;
@@ -177,7 +202,7 @@ export interface Model {
   endpoints?: EndpointKind[];
 }
 
-export interface ModelList {
+export interface ModelList extends AnswerMeta {
   object: "list";
   data: Model[];
 }
@@ -190,4 +215,65 @@ export interface ErrorEnvelope {
     code: string | null;
     param: string | null;
   };
+}
+
+/** `GET /v1/requests/{id}`: one request's usage record (a request refused before it was served has none). */
+export interface RequestRecord extends AnswerMeta {
+  /** Bastion's request id (`req_...`). */
+  id: string;
+  object: "bastion.request";
+  /** The `x-request-id` the client sent, if any. */
+  client_request_id: string | null;
+  model: string;
+  endpoint: EndpointKind;
+  /** The status the client was answered (499: the client went away; 500 with `recovered`: a crash). */
+  status: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  /** Images, audio milliseconds or characters, for models not billed by the token. */
+  quantity: number;
+  unit: string | null;
+  /** Exact decimal USD. */
+  cost_usd: string;
+  cost_nano: number;
+  /** The upstream reported no usage: tokens estimated. */
+  estimated: boolean;
+  /** Settled from its last checkpoint after its gateway instance died mid-answer. */
+  recovered: boolean;
+  latency_ms: number;
+  /** Unix seconds. */
+  created: number;
+  created_at: string;
+}
+
+/** `GET /v1/key`: the calling key's limits, spend and budget now. Money is exact decimal USD. */
+export interface KeyStatus extends AnswerMeta {
+  object: "bastion.key";
+  id: string;
+  name: string;
+  prefix: string;
+  account_id: string;
+  rpm: number;
+  tpm: number;
+  remaining_requests: number;
+  remaining_tokens: number;
+  reset_requests: string;
+  reset_tokens: string;
+  budget_usd: string | null;
+  budget_period: "total" | "daily" | "weekly" | "monthly" | null;
+  /** The budget period's id (`total`, or a day, week or month). */
+  period: string;
+  period_resets_at: string | null;
+  spend_usd: string;
+  reserved_usd: string;
+  remaining_budget_usd: string | null;
+  max_parallel: number | null;
+  in_flight: number;
+  allowed_models: string[] | null;
+  expires_at: string | null;
+  account_available_credit_usd: string;
+  /** Requests of this key refused before they were served (402, 429, validation) since 00:00 UTC. */
+  refused_today: number;
+  last_refusal: { code: string; at: string } | null;
+  [field: string]: unknown;
 }

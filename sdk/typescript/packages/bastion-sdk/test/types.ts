@@ -4,7 +4,10 @@
 import Bastion, {
   type ChatCompletion,
   type ChatCompletionChunk,
+  type ChatContentPart,
   type ChatMessage,
+  type KeyStatus,
+  type RequestRecord,
   type Stream,
   type TokenUsage,
   RateLimitError,
@@ -57,4 +60,22 @@ export async function examples(): Promise<void> {
   } catch (error) {
     if (error instanceof RateLimitError) console.log(error.retryAfter, error.status, error.code);
   }
+
+  // A response's message is the assistant's: its content is text (the openai package's everyday lines).
+  process.stdout.write(res.choices[0]?.message.content ?? "");
+  const first = res.choices[0];
+  if (first && first.message.content !== null) console.log(first.message.content.toUpperCase());
+  const exact: Equal<ChatCompletion["choices"][number]["message"]["content"], string | null> = true;
+  // @ts-expect-error a response's content is never content parts (those are a request message's)
+  const parts: ChatContentPart[] = res.choices[0]!.message.content!;
+  const asked: ChatMessage = { role: "user", content: [{ type: "text", text: "hi" }] };
+  console.log(exact, parts, asked, res._request_id, res._cost_usd);
+
+  // The spend controls.
+  const key: KeyStatus = await client.key.retrieve();
+  const record: RequestRecord = await client.requests.retrieve(res._request_id ?? "");
+  const cost: string = record.cost_usd;
+  console.log(key.spend_usd, key.remaining_budget_usd, record.recovered, cost);
 }
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;

@@ -1,4 +1,4 @@
-import type { Transcription } from "@qubi_bastion/shared";
+import type { Transcription } from "../wire.js";
 import { type APIPromise, call, json, type RequestOptions, text } from "../core.js";
 import { toBlob, type Uploadable } from "../uploads.js";
 import { Resource } from "./base.js";

@@ -1,4 +1,4 @@
-import type { ChatCompletion, ChatCompletionChunk, ChatMessage } from "@qubi_bastion/shared";
+import type { ChatCompletion, ChatCompletionChunk, ChatMessage } from "../wire.js";
 import type { APIPromise, RequestOptions } from "../core.js";
 import type { Stream } from "../streaming.js";
 import { Resource } from "./base.js";

@@ -1,4 +1,4 @@
-import type { Completion } from "@qubi_bastion/shared";
+import type { Completion } from "../wire.js";
 import type { APIPromise, RequestOptions } from "../core.js";
 import type { Stream } from "../streaming.js";
 import { Resource } from "./base.js";

@@ -1,4 +1,4 @@
-import type { CreateEmbeddingResponse } from "@qubi_bastion/shared";
+import type { CreateEmbeddingResponse } from "../wire.js";
 import type { APIPromise, RequestOptions } from "../core.js";
 import { Resource } from "./base.js";
 

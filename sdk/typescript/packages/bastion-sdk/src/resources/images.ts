@@ -1,4 +1,4 @@
-import type { ImagesResponse } from "@qubi_bastion/shared";
+import type { ImagesResponse } from "../wire.js";
 import type { APIPromise, RequestOptions } from "../core.js";
 import { Resource } from "./base.js";
 

@@ -1,4 +1,4 @@
-import type { Model, ModelList } from "@qubi_bastion/shared";
+import type { Model, ModelList } from "../wire.js";
 import { APIPromise, json, type RequestOptions, send } from "../core.js";
 import { Resource } from "./base.js";
 

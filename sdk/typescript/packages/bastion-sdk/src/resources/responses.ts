@@ -1,4 +1,4 @@
-import type { ResponseObject, ResponseStreamEvent } from "@qubi_bastion/shared";
+import type { ResponseObject, ResponseStreamEvent } from "../wire.js";
 import type { APIPromise, RequestOptions } from "../core.js";
 import type { Stream } from "../streaming.js";
 import { Resource } from "./base.js";
