@@ -28,9 +28,9 @@ wrk one per 5-30 records), and its periodic work (the claim of abandoned entries
 instructions through redis-py at 5ea0266) made the idle rate, subtracted in proportion, wrong by up to
 0.1 M instructions a request: 5ea0266's idle window ran 2.4 M instructions a second, the tree's 0.9 M.
 So are the running-usage checkpoints (BASTION_CHECKPOINT_SECONDS=3600): one per stream in flight per
-second, whatever the request rate, so under valgrind's slowness (streams last longer, fewer per second)
-they were +0.6 % of a stream's count and +0.3 % of a JSON request's (the orphan sweep's round trips in
-the window); their cost is a stream-second's, measured by bench/checkpoint_cost.py and in wrk's CPU.
+second whatever the request rate, so their share of a request's count would depend on how much slower
+valgrind makes the stream; their cost is a stream-second's, measured by bench/checkpoint_cost.py (and in
+wrk's CPU). (With them on or off, the tree's count moved by less than the spread between runs.)
 What is counted is the request path: the request, its admission, forwarding, settlement and access line.
 """
 
