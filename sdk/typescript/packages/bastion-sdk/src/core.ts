@@ -158,7 +158,12 @@ export async function send(
         await sleep(backoffSeconds(attempt), options.signal);
         continue;
       }
-      throw timedOut ? new APIConnectionTimeoutError() : new APIConnectionError(undefined, error);
+      if (timedOut) throw new APIConnectionTimeoutError();
+      throw new APIConnectionError(
+        `Connection error: ${spec.url} could not be reached (the base URL comes from \`baseURL\`, else` +
+          " QUBITTRON_BASE_URL or BASTION_BASE_URL).",
+        error,
+      );
     }
     clearTimeout(timer);
     if (response.ok) {

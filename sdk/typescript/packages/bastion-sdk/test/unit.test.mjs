@@ -79,19 +79,33 @@ test("ThinkSplitter gives the same split whatever the chunking", () => {
 });
 
 test("a missing key is a clear error at construction; the environment supplies defaults", () => {
-  const saved = { key: process.env.QUBITTRON_API_KEY, url: process.env.BASTION_BASE_URL };
+  const names = ["QUBITTRON_API_KEY", "BASTION_API_KEY", "QUBITTRON_BASE_URL", "BASTION_BASE_URL"];
+  const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
   try {
-    delete process.env.QUBITTRON_API_KEY;
-    assert.throws(() => new Bastion(), (error) => error instanceof BastionError && /QUBITTRON_API_KEY/.test(error.message));
-    process.env.QUBITTRON_API_KEY = "qbt_from_env";
-    process.env.BASTION_BASE_URL = "http://gateway.example/v1/";
+    for (const name of names) delete process.env[name];
+    assert.throws(
+      () => new Bastion(),
+      (error) => error instanceof BastionError && /QUBITTRON_API_KEY/.test(error.message) && /BASTION_API_KEY/.test(error.message),
+    );
+    process.env.BASTION_API_KEY = "qbt_bastion_spelling";
+    assert.equal(new Bastion().apiKey, "qbt_bastion_spelling");
+    process.env.QUBITTRON_API_KEY = "qbt_from_env"; // the QUBITTRON_ spelling first
+    process.env.BASTION_BASE_URL = "http://other.example/v1";
+    process.env.QUBITTRON_BASE_URL = "http://gateway.example/v1/";
     const client = new Bastion();
     assert.equal(client.apiKey, "qbt_from_env");
     assert.equal(client.baseURL, "http://gateway.example/v1");
     assert.equal(client.url("/api/v1/tts/text_to_audio"), "http://gateway.example/api/v1/tts/text_to_audio");
     assert.equal(client.maxRetries, 2);
+    delete process.env.QUBITTRON_BASE_URL;
+    assert.equal(new Bastion().baseURL, "http://other.example/v1");
+    process.env.QUBITTRON_BASE_URL = "gateway.example/v1";
+    assert.throws(
+      () => new Bastion(),
+      (error) => error instanceof BastionError && /QUBITTRON_BASE_URL/.test(error.message) && /http:\/\//.test(error.message),
+    );
   } finally {
-    for (const [name, value] of [["QUBITTRON_API_KEY", saved.key], ["BASTION_BASE_URL", saved.url]]) {
+    for (const [name, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
