@@ -51,7 +51,9 @@ log = logging.getLogger("bastion.checkpoints")
 
 CRASH_STATUS = 500  # a record settled from a checkpoint: its gateway failed mid-answer
 SWEPT_KEPT_MS = 24 * 3600 * 1000  # a swept instance's '~' marks stay this long (for its resumption)
-PER_CALL = 64  # checkpoints per checkpoint.lua call: ~0.3 ms of Redis (bench/checkpoint_cost.py)
+# Checkpoints per write (per checkpoint.lua call at most): ~0.3 ms of Redis, which runs one script at a
+# time (1,000 in one took 4.8 ms: bench/checkpoint_cost.py), and ~0.6 ms of the gateway's bills.
+PER_CALL = 64
 ENDED_TICKS = 120  # an ended request's checkpoint waits this many intervals at most for its record
 
 
@@ -128,14 +130,11 @@ class RedisSink(Sink):
         heads = {*pairs, *forgotten, *(layout.head(hold.account_id) for hold in beating)}
         channel, script, instance = self.live.channel, self.live.checkpoint_script, self.instance_id
         calls = []
-        for head in heads:
+        for head in heads:  # (at most PER_CALL checkpoints in all: `Checkpointer.checkpoint` slices)
             keys = [layout.runners(head), layout.running(head, instance)]
-            written, forgetting = pairs.get(head, []), forgotten.get(head, [])
-            # In slices: Redis runs one script at a time, and 1,000 checkpoints in one took 4.8 ms.
-            for start in range(0, max(len(written), 1), 2 * PER_CALL):
-                part = written[start : start + 2 * PER_CALL]
-                args = [instance, SWEPT_KEPT_MS, len(part) // 2, *part, *(forgetting if not start else ())]
-                calls.append(channel.submit_script(script, keys, args).reply)
+            written = pairs.get(head, [])
+            args = [instance, SWEPT_KEPT_MS, len(written) // 2, *written, *forgotten.get(head, [])]
+            calls.append(channel.submit_script(script, keys, args).reply)
         answers = await asyncio.gather(*calls)
         swept = [member.decode().rsplit("|", 1)[0] for answer in answers for member in answer]
         return Written(swept, set(ended))
