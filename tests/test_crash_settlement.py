@@ -216,7 +216,7 @@ def test_kill_9_of_one_of_two_instances_settles_each_of_its_streams_once(
     assert records, "the dead instance's streams were not settled"
     # The heartbeat window (1.5 s), one sweep interval (0.3 s), one ledger write (0.2 s), and slack.
     assert time.monotonic() - killed < 4.0
-    assert all(s.ended in ("(cut)", s.lines[-1]) for s in lost)
+    assert all(s.ended == "(cut)" for s in lost), [s.ended for s in lost]  # cut, never ended cleanly
     assert_settled_from_checkpoints(records, lost, held)
     assert not any(s.name in records for s in kept)  # the survivor's streams run on, untouched
     swept = [scrape(g.root) for g in shared.gateways if g is not victim]

@@ -44,15 +44,21 @@ def test_sdk_sees_405_as_api_status_error(client: openai.OpenAI) -> None:
     assert caught.value.response.headers["allow"] == "POST"
 
 
-def test_several_workers_need_redis(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bastion", "serve", "--demo", "--workers", "2"],
+def serve_demo(directory: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`bastion serve --demo ARGS` in `directory`, with only `settings` of Bastion's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")} | settings
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", "--demo", *args],
         capture_output=True,
         text=True,
         timeout=30,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+        cwd=directory,
+        env=env,
     )
+
+
+def test_several_workers_need_redis(tmp_path: Path) -> None:
+    result = serve_demo(tmp_path, "--workers", "2")
     assert result.returncode == 2
     assert "--workers 2 needs BASTION_REDIS_URL" in result.stderr
     assert not (tmp_path / "bastion.db").exists()
@@ -95,16 +101,7 @@ def test_two_workers_serve_the_same_routes(
 
 
 def test_a_heartbeat_window_of_fewer_than_three_checkpoint_intervals_is_refused(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    env |= {"BASTION_CHECKPOINT_SECONDS": "2", "BASTION_HEARTBEAT_WINDOW_SECONDS": "5"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bastion", "serve", "--demo"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-        env=env,
-    )
+    result = serve_demo(tmp_path, BASTION_CHECKPOINT_SECONDS="2", BASTION_HEARTBEAT_WINDOW_SECONDS="5")
     assert result.returncode == 2
     assert "BASTION_HEARTBEAT_WINDOW_SECONDS (5) must be at least 3 checkpoint intervals" in result.stderr
     assert "BASTION_CHECKPOINT_SECONDS=2" in result.stderr

@@ -9,14 +9,14 @@ often.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bastion.db.models import RunningUsage, UsageRecord, utcnow
 
@@ -28,7 +28,9 @@ class Recovered:
 
 
 class RunningUsageTable:
-    def __init__(self, engine: AsyncEngine, record_usage_json: Callable[[list[bytes]], object]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, record_usage_json: Callable[[list[bytes]], Awaitable[int]]
+    ) -> None:
         self.engine = engine
         self._record = record_usage_json
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
@@ -61,8 +63,8 @@ class RunningUsageTable:
             )
         return gone
 
-    async def _present(self, connection: object, request_ids: Collection[str]) -> set[str]:
-        rows = await connection.execute(  # type: ignore[attr-defined]
+    async def _present(self, connection: AsyncConnection, request_ids: Collection[str]) -> set[str]:
+        rows = await connection.execute(
             select(RunningUsage.request_id).where(RunningUsage.request_id.in_(list(request_ids)))
         )
         return {row[0] for row in rows}
@@ -79,7 +81,7 @@ class RunningUsageTable:
 
     async def settle(self, instance_id: str) -> Recovered:
         """Settle a dead instance's checkpoints: each one's record written (unless its request has one)
-        and charged, then the checkpoint deleted."""
+        and charged, then the checkpoints deleted (a crash in between: the next settle skips them)."""
         async with self.engine.connect() as connection:
             rows = (
                 await connection.execute(
@@ -89,12 +91,14 @@ class RunningUsageTable:
                 )
             ).all()
         settled = billed = 0
-        for request_id, record in rows:
-            if await self._record([record.encode()]):  # type: ignore[misc]
+        for _, record in rows:  # one at a time: what each charged is known only if it was new
+            if await self._record([record.encode()]):
                 settled += 1
                 billed += int(orjson.loads(record)["cost_nano"])
+        if rows:
             async with self.engine.begin() as connection:
-                await connection.execute(delete(RunningUsage).where(RunningUsage.request_id == request_id))
+                settled_ids = [request_id for request_id, _ in rows]
+                await connection.execute(delete(RunningUsage).where(RunningUsage.request_id.in_(settled_ids)))
         return Recovered(settled, billed)
 
     @staticmethod
